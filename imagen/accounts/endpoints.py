@@ -1,0 +1,99 @@
+from __future__ import annotations
+
+from fastapi import APIRouter, Response, status
+from fastapi.responses import JSONResponse
+
+from imagen.accounts.models import User
+from imagen.accounts.schemas import (
+    AccountOut,
+    ApiKeyCreate,
+    ApiKeyCreated,
+    ApiKeyOut,
+    AuthResponse,
+    LoginRequest,
+    SignupRequest,
+)
+from imagen.accounts.service import NewSession, account_service
+from imagen.consent.service import consent_service
+from imagen.kit.config import Settings
+from imagen.kit.http import (
+    CSRF_COOKIE,
+    SESSION_COOKIE,
+    ClientDep,
+    CurrentUser,
+    PrincipalDep,
+    SessionDep,
+    SettingsDep,
+)
+
+router = APIRouter(prefix="/api/v1", tags=["accounts"])
+
+
+def account_out(session: SessionDep, user: User) -> AccountOut:
+    current = consent_service.current(session, user_id=user.id)
+    out = AccountOut.model_validate(user)
+    out.consents = {p: r.granted for p, r in current.items() if p != "policy_acceptance"}
+    accepted = current.get("policy_acceptance")
+    out.policy_version_accepted = accepted.policy_version if accepted else None
+    return out
+
+
+def set_session_cookies(response: Response, new: NewSession, settings: Settings) -> None:
+    max_age = settings.session_days * 86400
+    response.set_cookie(SESSION_COOKIE, new.token, max_age=max_age, httponly=True,
+                        secure=settings.cookie_secure, samesite="lax", path="/")
+    # Readable by the page's script, which echoes it in the X-CSRF-Token header.
+    response.set_cookie(CSRF_COOKIE, new.login_session.csrf_token, max_age=max_age, httponly=False,
+                        secure=settings.cookie_secure, samesite="strict", path="/")
+
+
+@router.post("/auth/signup", status_code=status.HTTP_201_CREATED, response_model=AuthResponse)
+def signup(data: SignupRequest, session: SessionDep, settings: SettingsDep, client: ClientDep,
+           response: Response) -> AuthResponse:
+    user = account_service.signup(session, data=data, current_policy_version=settings.policy_version,
+                                  client=client)
+    new = account_service.start_session(session, user=user, client=client, days=settings.session_days)
+    set_session_cookies(response, new, settings)
+    return AuthResponse(account=account_out(session, user), csrf_token=new.login_session.csrf_token)
+
+
+@router.post("/auth/login", response_model=AuthResponse)
+def login(data: LoginRequest, session: SessionDep, settings: SettingsDep, client: ClientDep,
+          response: Response) -> AuthResponse | JSONResponse:
+    user, problem = account_service.authenticate(session, email=data.email, password=data.password,
+                                                 client=client)
+    if user is None:
+        # Returned, not raised, so the failed attempt stays in the security log.
+        return JSONResponse({"detail": problem}, status_code=status.HTTP_401_UNAUTHORIZED)
+    new = account_service.start_session(session, user=user, client=client, days=settings.session_days)
+    set_session_cookies(response, new, settings)
+    return AuthResponse(account=account_out(session, user), csrf_token=new.login_session.csrf_token)
+
+
+@router.post("/auth/logout", status_code=status.HTTP_204_NO_CONTENT)
+def logout(principal: PrincipalDep, session: SessionDep, client: ClientDep, response: Response) -> None:
+    if principal.login_session is not None:
+        account_service.end_session(session, login=principal.login_session, client=client)
+    response.delete_cookie(SESSION_COOKIE, path="/")
+    response.delete_cookie(CSRF_COOKIE, path="/")
+
+
+@router.get("/me", response_model=AccountOut)
+def me(user: CurrentUser, session: SessionDep) -> AccountOut:
+    return account_out(session, user)
+
+
+@router.post("/api-keys", status_code=status.HTTP_201_CREATED, response_model=ApiKeyCreated)
+def create_api_key(data: ApiKeyCreate, user: CurrentUser, session: SessionDep) -> ApiKeyCreated:
+    api_key, key = account_service.create_api_key(session, user=user, name=data.name)
+    return ApiKeyCreated(**ApiKeyOut.model_validate(api_key).model_dump(), key=key)
+
+
+@router.get("/api-keys", response_model=list[ApiKeyOut])
+def list_api_keys(user: CurrentUser, session: SessionDep) -> list[ApiKeyOut]:
+    return [ApiKeyOut.model_validate(k) for k in account_service.list_api_keys(session, user=user)]
+
+
+@router.delete("/api-keys/{key_id}", status_code=status.HTTP_204_NO_CONTENT)
+def delete_api_key(key_id: str, user: CurrentUser, session: SessionDep) -> None:
+    account_service.delete_api_key(session, user=user, key_id=key_id)

@@ -1,0 +1,67 @@
+from __future__ import annotations
+
+from datetime import date, datetime
+
+from pydantic import BaseModel, ConfigDict, EmailStr, Field
+
+
+class SignupConsents(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    model_improvement: bool = False
+    marketing_emails: bool = False
+
+
+class SignupRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    email: EmailStr
+    password: str = Field(max_length=256)
+    date_of_birth: date
+    country: str = Field(min_length=2, max_length=2, description="ISO 3166-1 alpha-2 code")
+    accept_policy_version: str
+    consents: SignupConsents = SignupConsents()
+
+
+class LoginRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    email: str = Field(max_length=320)
+    password: str = Field(max_length=256)
+
+
+class AccountOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: str
+    email: str
+    country: str
+    role: str
+    created_at: datetime
+    consents: dict[str, bool] = {}
+    policy_version_accepted: str | None = None
+
+
+class AuthResponse(BaseModel):
+    account: AccountOut
+    csrf_token: str
+
+
+class ApiKeyCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=100)
+
+
+class ApiKeyOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: str
+    name: str
+    prefix: str
+    created_at: datetime
+    last_used_at: datetime | None
+
+
+class ApiKeyCreated(ApiKeyOut):
+    key: str = Field(description="Shown once; only its hash is stored")

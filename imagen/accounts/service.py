@@ -1,0 +1,200 @@
+"""Accounts: sign-up (18+), login sessions, API keys, the security log."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, timedelta
+
+import pycountry
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from imagen.accounts.models import ApiKey, LoginSession, SecurityEvent, User
+from imagen.accounts.schemas import SignupRequest
+from imagen.accounts.security import hash_password, new_api_key, new_token, token_hash, verify_password
+from imagen.consent.service import consent_service
+from imagen.kit.db import utcnow
+from imagen.kit.errors import Conflict, field_error
+from imagen.kit.scoped import get_owned, owned
+
+MINIMUM_AGE = 18
+MIN_PASSWORD_LENGTH = 10
+COMMON_PASSWORDS = {
+    "password", "password1", "password123", "1234567890", "12345678910", "qwertyuiop", "iloveyou12",
+    "letmein123", "welcome123", "passw0rd123", "abcdefghij", "0123456789", "qwerty1234", "1q2w3e4r5t",
+}
+
+
+@dataclass(frozen=True)
+class ClientInfo:
+    ip_address: str | None
+    user_agent: str | None
+
+
+@dataclass(frozen=True)
+class NewSession:
+    token: str
+    login_session: LoginSession
+
+
+def age_on(dob: date, today: date) -> int:
+    return today.year - dob.year - ((today.month, today.day) < (dob.month, dob.day))
+
+
+def password_problem(password: str, email: str) -> str | None:
+    if len(password) < MIN_PASSWORD_LENGTH:
+        return f"Password must be at least {MIN_PASSWORD_LENGTH} characters long"
+    if password.lower() in COMMON_PASSWORDS or len(set(password)) < 4:
+        return "Password is too common or too simple; choose a longer, less predictable one"
+    local = email.split("@", 1)[0].lower()
+    if len(local) >= 4 and local in password.lower():
+        return "Password must not contain your email address"
+    return None
+
+
+class AccountService:
+    def log_event(
+        self, session: Session, *, kind: str, client: ClientInfo, user_id: str | None = None,
+        email: str | None = None,
+    ) -> None:
+        session.add(
+            SecurityEvent(
+                user_id=user_id, kind=kind, email=email,
+                ip_address=client.ip_address, user_agent=(client.user_agent or "")[:512] or None,
+            )
+        )
+
+    def get_by_email(self, session: Session, email: str) -> User | None:
+        return session.scalars(select(User).where(User.email == email.strip().lower())).first()
+
+    def signup(
+        self, session: Session, *, data: SignupRequest, current_policy_version: str, client: ClientInfo,
+        today: date | None = None,
+    ) -> User:
+        """Validate everything before writing anything: a refused sign-up stores nothing."""
+        today = today or utcnow().date()
+        email = data.email.strip().lower()
+        if data.date_of_birth > today or data.date_of_birth.year < 1900:
+            raise field_error("date_of_birth", "Date of birth is not a valid date")
+        if age_on(data.date_of_birth, today) < MINIMUM_AGE:
+            raise field_error(
+                "date_of_birth", f"You must be {MINIMUM_AGE} or older to use IMAGEN; no account was created"
+            )
+        country = data.country.upper()
+        if pycountry.countries.get(alpha_2=country) is None:
+            raise field_error("country", f"{data.country!r} is not an ISO 3166-1 alpha-2 country code")
+        if data.accept_policy_version != current_policy_version:
+            raise field_error(
+                "accept_policy_version",
+                f"Policy version {data.accept_policy_version!r} is not the current version "
+                f"{current_policy_version!r}; read and accept the current policy",
+            )
+        if problem := password_problem(data.password, email):
+            raise field_error("password", problem)
+        if self.get_by_email(session, email) is not None:
+            raise Conflict("An account with this email already exists")
+
+        user = User(
+            email=email, password_hash=hash_password(data.password), date_of_birth=data.date_of_birth,
+            country=country, role="user",
+        )
+        session.add(user)
+        session.flush()
+        record = consent_service.record
+        record(session, user_id=user.id, purpose="policy_acceptance", granted=True,
+               policy_version=current_policy_version, source="signup")
+        record(session, user_id=user.id, purpose="model_improvement", granted=data.consents.model_improvement,
+               policy_version=current_policy_version, source="signup")
+        record(session, user_id=user.id, purpose="marketing_emails", granted=data.consents.marketing_emails,
+               policy_version=current_policy_version, source="signup")
+        self.log_event(session, kind="signup", client=client, user_id=user.id, email=email)
+        return user
+
+    def create_user(
+        self, session: Session, *, email: str, password: str, role: str, date_of_birth: date,
+        country: str, policy_version: str,
+    ) -> User:
+        """For operators (CLI): same password rules, no consent choices beyond policy acceptance."""
+        email = email.strip().lower()
+        if problem := password_problem(password, email):
+            raise field_error("password", problem)
+        if self.get_by_email(session, email) is not None:
+            raise Conflict("An account with this email already exists")
+        user = User(email=email, password_hash=hash_password(password), date_of_birth=date_of_birth,
+                    country=country, role=role)
+        session.add(user)
+        session.flush()
+        for purpose, granted in (("policy_acceptance", True), ("model_improvement", False),
+                                 ("marketing_emails", False)):
+            consent_service.record(session, user_id=user.id, purpose=purpose, granted=granted,
+                                   policy_version=policy_version, source="admin_cli")
+        return user
+
+    def authenticate(
+        self, session: Session, *, email: str, password: str, client: ClientInfo
+    ) -> tuple[User | None, str | None]:
+        """(user, None) or (None, reason). Failures are logged, not raised, so the log entry commits."""
+        user = self.get_by_email(session, email)
+        password_ok = verify_password(user.password_hash if user else None, password)  # same cost either way
+        if user is None or not password_ok:
+            self.log_event(session, kind="login_failed", client=client,
+                           user_id=user.id if user else None, email=email.strip().lower()[:320])
+            return None, "Email or password is incorrect"
+        if user.suspended_at is not None:
+            self.log_event(session, kind="login_refused_suspended", client=client, user_id=user.id)
+            return None, "This account is suspended"
+        self.log_event(session, kind="login", client=client, user_id=user.id)
+        return user, None
+
+    def start_session(self, session: Session, *, user: User, client: ClientInfo, days: int) -> NewSession:
+        token = new_token()
+        login = LoginSession(
+            user_id=user.id, token_hash=token_hash(token), csrf_token=new_token(24),
+            expires_at=utcnow() + timedelta(days=days), ip_address=client.ip_address,
+            user_agent=(client.user_agent or "")[:512] or None,
+        )
+        session.add(login)
+        session.flush()
+        return NewSession(token, login)
+
+    def session_user(self, session: Session, token: str) -> tuple[LoginSession, User] | None:
+        login = session.scalars(select(LoginSession).where(LoginSession.token_hash == token_hash(token))).first()
+        if login is None or login.expires_at <= utcnow():
+            return None
+        user = session.get(User, login.user_id)
+        if user is None or user.suspended_at is not None:
+            return None
+        return login, user
+
+    def end_session(self, session: Session, *, login: LoginSession, client: ClientInfo) -> None:
+        self.log_event(session, kind="logout", client=client, user_id=login.user_id)
+        session.delete(login)
+
+    def api_key_user(self, session: Session, key: str) -> User | None:
+        api_key = session.scalars(select(ApiKey).where(ApiKey.key_hash == token_hash(key))).first()
+        if api_key is None:
+            return None
+        user = session.get(User, api_key.user_id)
+        if user is None or user.suspended_at is not None:
+            return None
+        api_key.last_used_at = utcnow()
+        return user
+
+    def create_api_key(self, session: Session, *, user: User, name: str) -> tuple[ApiKey, str]:
+        key = new_api_key()
+        api_key = ApiKey(user_id=user.id, name=name.strip(), prefix=key[:8], key_hash=token_hash(key))
+        session.add(api_key)
+        session.flush()
+        return api_key, key
+
+    def list_api_keys(self, session: Session, *, user: User) -> list[ApiKey]:
+        return list(session.scalars(owned(ApiKey, user.id).order_by(ApiKey.created_at)))
+
+    def delete_api_key(self, session: Session, *, user: User, key_id: str) -> None:
+        session.delete(get_owned(session, ApiKey, key_id, user.id, what="API key"))
+
+    def count_users(self, session: Session) -> int:
+        return session.scalar(select(func.count()).select_from(User)) or 0
+
+
+account_service = AccountService()

@@ -1,0 +1,74 @@
+"""The FastAPI application factory: wires settings, database, blob store, runtime and executor."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from fastapi.staticfiles import StaticFiles
+
+from imagen.accounts.endpoints import router as accounts_router
+from imagen.consent.service import consent_service
+from imagen.executors.local import LocalExecutor
+from imagen.generation.endpoints import router as generation_router
+from imagen.inference.runtime import Runtime
+from imagen.kit import migrate
+from imagen.kit.config import Settings, get_settings
+from imagen.kit.db import Database
+from imagen.kit.errors import ServiceError
+from imagen.privacy.endpoints import router as privacy_router
+from imagen.privacy.policy import render_policy
+from imagen.storage import make_blob_store
+from imagen.web.pages import router as pages_router
+from imagen.workflows.endpoints import router as workflows_router
+from imagen.workflows.library import WorkflowLibrary
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings | None = None, *, run_migrations: bool = True,
+               runtime: Runtime | None = None) -> FastAPI:
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        settings.ensure_data_dir()
+        if run_migrations:
+            migrate.upgrade(settings.resolved_database_url)
+        db = Database(settings.resolved_database_url)
+        with db.transaction() as session:
+            consent_service.ensure_policy_version(
+                session, version=settings.policy_version, text=render_policy(settings))
+        app.state.db = db
+        app.state.blobs = make_blob_store(settings)
+        app.state.runtime = runtime or Runtime(
+            settings.resolved_models_dir, device=settings.device, cache_bytes=settings.model_cache_bytes)
+        app.state.library = WorkflowLibrary()
+        app.state.executor = LocalExecutor(db, app.state.runtime, app.state.blobs)
+        if settings.worker_autostart:
+            app.state.executor.start()
+        try:
+            yield
+        finally:
+            app.state.executor.stop()
+            db.dispose()
+
+    app = FastAPI(title="IMAGEN", version="0.1.0", lifespan=lifespan)
+    app.state.settings = settings
+
+    @app.exception_handler(ServiceError)
+    async def _service_error(_request: Request, exc: ServiceError) -> JSONResponse:
+        return JSONResponse({"detail": exc.detail}, status_code=exc.status_code)
+
+    @app.get("/healthz", tags=["ops"])
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    for router in (accounts_router, workflows_router, generation_router, privacy_router, pages_router):
+        app.include_router(router)
+    app.mount("/static", StaticFiles(directory=Path(__file__).parent / "web" / "static"), name="static")
+    return app

@@ -1,0 +1,141 @@
+"""The `imagen` command line (Typer + Rich)."""
+
+from __future__ import annotations
+
+from datetime import date
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from imagen.kit.config import get_settings
+
+app = typer.Typer(help="IMAGEN: a self-hostable, multi-user image-generation service.", no_args_is_help=True)
+db_app = typer.Typer(help="Database commands.", no_args_is_help=True)
+admin_app = typer.Typer(help="Administration.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(admin_app, name="admin")
+console = Console()
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on")] = 8000,
+) -> None:
+    """Run the web service (migrates the database first)."""
+    import uvicorn
+
+    from imagen.app import create_app
+
+    settings = get_settings()
+    if settings.base_url == "http://127.0.0.1:8000" and (host, port) != ("127.0.0.1", 8000):
+        settings.base_url = f"http://{host}:{port}"
+    console.print(f"[bold]IMAGEN[/] on http://{host}:{port}  (data: {settings.data_dir.resolve()})")
+    uvicorn.run(create_app(settings), host=host, port=port, proxy_headers=True)
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Apply database migrations."""
+    from imagen.kit import migrate
+
+    settings = get_settings()
+    settings.ensure_data_dir()
+    migrate.upgrade(settings.resolved_database_url)
+    console.print("[green]Database is up to date.[/]")
+
+
+@admin_app.command("create-user")
+def create_user(
+    email: str,
+    admin: Annotated[bool, typer.Option("--admin", help="Give the account the admin role")] = False,
+    password: Annotated[str | None, typer.Option(help="Prompted for when omitted")] = None,
+    date_of_birth: Annotated[str, typer.Option(help="YYYY-MM-DD; the account holder must be 18+")] = "1990-01-01",
+    country: Annotated[str, typer.Option(help="ISO 3166-1 alpha-2 code")] = "US",
+) -> None:
+    """Create an account (for operators and administrators)."""
+    from imagen.accounts.service import MINIMUM_AGE, account_service, age_on
+    from imagen.consent.service import consent_service
+    from imagen.kit import migrate
+    from imagen.kit.db import Database, utcnow
+    from imagen.kit.errors import ServiceError
+    from imagen.privacy.policy import render_policy
+
+    if password is None:
+        password = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
+    dob = date.fromisoformat(date_of_birth)
+    if age_on(dob, utcnow().date()) < MINIMUM_AGE:
+        console.print(f"[red]The account holder must be {MINIMUM_AGE} or older.[/]")
+        raise typer.Exit(1)
+    settings = get_settings()
+    settings.ensure_data_dir()
+    migrate.upgrade(settings.resolved_database_url)
+    db = Database(settings.resolved_database_url)
+    try:
+        with db.transaction() as session:
+            consent_service.ensure_policy_version(session, version=settings.policy_version,
+                                                  text=render_policy(settings))
+            user = account_service.create_user(
+                session, email=email, password=password, role="admin" if admin else "user",
+                date_of_birth=dob, country=country.upper(), policy_version=settings.policy_version)
+    except ServiceError as exc:
+        detail = exc.detail if isinstance(exc.detail, str) else exc.detail[0]["msg"]
+        console.print(f"[red]{detail}[/]")
+        raise typer.Exit(1) from None
+    finally:
+        db.dispose()
+    console.print(f"[green]Created {user.role} {user.email}[/] (id {user.id})")
+
+
+@app.command()
+def generate(
+    prompt: str,
+    output: Annotated[Path, typer.Option("-o", "--output", help="PNG file to write")] = Path("out.png"),
+    steps: Annotated[int, typer.Option(min=1, max=150)] = 20,
+    seed: Annotated[int, typer.Option(min=0, max=2**32 - 1)] = 0,
+    size: Annotated[str, typer.Option(help="WIDTHxHEIGHT, multiples of 8")] = "512x512",
+    checkpoint: Annotated[str, typer.Option()] = "imagen-tiny",
+    guidance: Annotated[float, typer.Option(min=0.0, max=30.0)] = 7.0,
+    negative_prompt: Annotated[str, typer.Option()] = "",
+) -> None:
+    """Generate one image with the runtime directly (no server, no database)."""
+    from imagen.inference.checkpoints import CheckpointNotFound
+    from imagen.inference.runtime import Runtime
+    from imagen.inference.spec import JobSpec
+    from imagen.workflows.library import ValidationError, library
+
+    try:
+        width, height = (int(v) for v in size.lower().split("x"))
+    except ValueError:
+        raise typer.BadParameter("use WIDTHxHEIGHT, e.g. 512x512", param_hint="--size") from None
+    try:
+        params = library.get("txt2img").validate_params(dict(
+            prompt=prompt, negative_prompt=negative_prompt, steps=steps, seed=seed, width=width,
+            height=height, checkpoint=checkpoint, guidance=guidance))
+    except ValidationError as exc:
+        msg = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise typer.BadParameter(msg) from None
+    settings = get_settings()
+    with console.status("Loading model…"):
+        runtime = Runtime(settings.resolved_models_dir, device=settings.device)
+        try:
+            ckpt = runtime.checkpoints.get(checkpoint)
+        except CheckpointNotFound:
+            names = ", ".join(c.name for c in runtime.checkpoints.list())
+            raise typer.BadParameter(f"unknown checkpoint; available: {names}", param_hint="--checkpoint") from None
+        spec = JobSpec("txt2img", params, ckpt.name, ckpt.sha256)
+        runtime.pipeline(spec)
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=console) as bar:
+        task = bar.add_task("Denoising", total=steps)
+        result = runtime.run(spec, on_progress=lambda done, total: bar.update(task, completed=done, total=total))
+    output.write_bytes(result.images[0].png)
+    console.print(f"[green]Wrote {output}[/] ({width}x{height}, seed {seed}, "
+                  f"{result.signals['inference_seconds']:.2f}s in the model)")
+
+
+if __name__ == "__main__":
+    app()

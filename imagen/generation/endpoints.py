@@ -1,0 +1,123 @@
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request, status
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import StreamingResponse
+
+from imagen.generation.models import FINAL_STATUSES, Generation
+from imagen.generation.schemas import GenerationCreate, GenerationOut, GenerationPage, OutputOut
+from imagen.generation.service import generation_service
+from imagen.kit.errors import NotFound
+from imagen.kit.http import CurrentUser, SessionDep, SettingsDep
+from imagen.storage import BlobNotFound
+
+router = APIRouter(prefix="/api/v1", tags=["generation"])
+
+SSE_POLL_SECONDS = 0.25
+
+
+def generation_out(gen: Generation) -> GenerationOut:
+    return GenerationOut(
+        id=gen.id, status=gen.status, progress=gen.progress, workflow=gen.workflow,
+        workflow_version=gen.workflow_version, params=gen.params, checkpoint=gen.checkpoint,
+        checkpoint_sha256=gen.checkpoint_sha256, consent_model_improvement=gen.consent_model_improvement,
+        outputs=[OutputOut(id=o.id, url=f"/api/v1/outputs/{o.id}", width=o.width, height=o.height, seed=o.seed)
+                 for o in gen.outputs],
+        error=gen.error, signals=gen.signals, created_at=gen.created_at, started_at=gen.started_at,
+        finished_at=gen.finished_at,
+    )
+
+
+@router.post("/generations", status_code=status.HTTP_202_ACCEPTED, response_model=GenerationOut)
+def submit_generation(data: GenerationCreate, user: CurrentUser, session: SessionDep, settings: SettingsDep,
+                      request: Request) -> GenerationOut:
+    state = request.app.state
+    gen = generation_service.submit(
+        session, user=user, workflow_name=data.workflow, params=data.params, library=state.library,
+        checkpoints=state.runtime.checkpoints, blobs=state.blobs, max_queued=settings.max_queued_per_user,
+        enqueue=state.executor.submit,
+    )
+    return generation_out(gen)
+
+
+@router.get("/generations", response_model=GenerationPage)
+def list_generations(user: CurrentUser, session: SessionDep,
+                     limit: Annotated[int, Query(ge=1, le=100)] = 20, cursor: str | None = None) -> GenerationPage:
+    items, next_cursor = generation_service.list(session, user=user, limit=limit, cursor=cursor)
+    return GenerationPage(items=[generation_out(g) for g in items], next_cursor=next_cursor)
+
+
+@router.get("/generations/{generation_id}", response_model=GenerationOut)
+def get_generation(generation_id: str, user: CurrentUser, session: SessionDep) -> GenerationOut:
+    return generation_out(generation_service.get(session, user=user, generation_id=generation_id))
+
+
+@router.post("/generations/{generation_id}/cancel", response_model=GenerationOut)
+def cancel_generation(generation_id: str, user: CurrentUser, session: SessionDep, request: Request) -> GenerationOut:
+    gen = generation_service.cancel(session, user=user, generation_id=generation_id,
+                                    blobs=request.app.state.blobs, notify=request.app.state.executor.cancel)
+    return generation_out(gen)
+
+
+@router.delete("/generations/{generation_id}", status_code=status.HTTP_204_NO_CONTENT)
+def delete_generation(generation_id: str, user: CurrentUser, session: SessionDep, request: Request) -> None:
+    generation_service.delete(session, user=user, generation_id=generation_id, blobs=request.app.state.blobs,
+                              notify=request.app.state.executor.cancel)
+
+
+@router.get("/generations/{generation_id}/events")
+def generation_events(generation_id: str, user: CurrentUser, session: SessionDep,
+                      request: Request) -> StreamingResponse:
+    """Server-Sent Events: `progress` while it runs, then one `done` with the final state."""
+    generation_service.get(session, user=user, generation_id=generation_id)  # 404 before streaming
+    db, user_id = request.app.state.db, user.id
+
+    def snapshot() -> GenerationOut | None:
+        with db.transaction() as s:
+            gen = s.get(Generation, generation_id)
+            return generation_out(gen) if gen is not None and gen.user_id == user_id else None
+
+    async def stream() -> AsyncIterator[str]:
+        last = None
+        while True:
+            current = await run_in_threadpool(snapshot)
+            if current is None:
+                yield _sse("done", {"id": generation_id, "status": "deleted"})
+                return
+            key = (current.status, current.progress)
+            if key != last:
+                last = key
+                payload = {"id": current.id, "status": current.status, "progress": current.progress}
+                yield _sse("progress", payload)
+            if current.status in FINAL_STATUSES:
+                yield _sse("done", json.loads(current.model_dump_json()))
+                return
+            if await request.is_disconnected():
+                return
+            await asyncio.sleep(SSE_POLL_SECONDS)
+
+    return StreamingResponse(stream(), media_type="text/event-stream",
+                             headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+
+
+def _sse(event: str, data: dict) -> str:
+    return f"event: {event}\ndata: {json.dumps(data, default=str)}\n\n"
+
+
+@router.get("/outputs/{output_id}")
+def get_output(output_id: str, user: CurrentUser, session: SessionDep, request: Request,
+               download: bool = False) -> StreamingResponse:
+    output = generation_service.get_output(session, user=user, output_id=output_id)
+    try:
+        chunks = request.app.state.blobs.open_stream(output.blob_key)
+    except BlobNotFound:
+        raise NotFound("Output not found") from None
+    headers = {"Cache-Control": "private, max-age=3600"}
+    if download:
+        headers["Content-Disposition"] = f'attachment; filename="imagen-{output.id}.png"'
+    return StreamingResponse(chunks, media_type="image/png", headers=headers)

@@ -1,0 +1,52 @@
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, Boolean, Float, ForeignKey, Integer, String, Text
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from imagen.kit.db import Base, CreatedMixin, IdMixin, UTCDateTime
+
+ACTIVE_STATUSES = ("queued", "running")
+FINAL_STATUSES = ("succeeded", "failed", "canceled")
+
+
+class Generation(IdMixin, CreatedMixin, Base):
+    __tablename__ = "generations"
+
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    workflow: Mapped[str] = mapped_column(String(64), nullable=False)
+    workflow_version: Mapped[int] = mapped_column(Integer, nullable=False)
+    params: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False)
+    checkpoint: Mapped[str] = mapped_column(String(200), nullable=False)
+    checkpoint_sha256: Mapped[str] = mapped_column(String(64), nullable=False)
+    # The user's model-improvement consent as it stood at submission; later pipelines read only this.
+    consent_model_improvement: Mapped[bool] = mapped_column(Boolean, nullable=False)
+    status: Mapped[str] = mapped_column(String(16), default="queued", nullable=False, index=True)
+    progress: Mapped[float] = mapped_column(Float, default=0.0, nullable=False)
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False, nullable=False)
+    error: Mapped[str | None] = mapped_column(Text)
+    signals: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    input_blob_key: Mapped[str | None] = mapped_column(String(300))
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+    outputs: Mapped[list[Output]] = relationship(
+        back_populates="generation", order_by="Output.index", cascade="all, delete-orphan"
+    )
+
+
+class Output(IdMixin, CreatedMixin, Base):
+    __tablename__ = "outputs"
+
+    generation_id: Mapped[str] = mapped_column(ForeignKey("generations.id", ondelete="CASCADE"), index=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    index: Mapped[int] = mapped_column(Integer, nullable=False)
+    blob_key: Mapped[str] = mapped_column(String(300), nullable=False)
+    width: Mapped[int] = mapped_column(Integer, nullable=False)
+    height: Mapped[int] = mapped_column(Integer, nullable=False)
+    seed: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    size_bytes: Mapped[int] = mapped_column(Integer, nullable=False)
+
+    generation: Mapped[Generation] = relationship(back_populates="outputs")

@@ -1,0 +1,44 @@
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class GenerationCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    workflow: str = Field(min_length=1, max_length=64)
+    params: dict[str, Any] = {}
+
+
+class OutputOut(BaseModel):
+    id: str
+    url: str
+    width: int
+    height: int
+    seed: int
+
+
+class GenerationOut(BaseModel):
+    id: str
+    status: str
+    progress: float
+    workflow: str
+    workflow_version: int
+    params: dict[str, Any]
+    checkpoint: str
+    checkpoint_sha256: str
+    consent_model_improvement: bool
+    outputs: list[OutputOut]
+    error: str | None
+    signals: dict[str, Any] | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
+class GenerationPage(BaseModel):
+    items: list[GenerationOut]
+    next_cursor: str | None

@@ -1,0 +1,227 @@
+"""Generations: submit, read, list, cancel, delete; the worker's claim and completion steps."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import secrets
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from pydantic import ValidationError
+from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy.orm import Session
+
+from imagen.accounts.models import User
+from imagen.consent.service import consent_service
+from imagen.generation.images import BadImage, decode_base64_image
+from imagen.generation.models import ACTIVE_STATUSES, Generation, Output
+from imagen.generation.queue import FairQueue, QueuedJob
+from imagen.inference.checkpoints import CheckpointNotFound, CheckpointRegistry
+from imagen.inference.spec import ImageResult
+from imagen.kit.db import new_id, run_after_commit, run_after_rollback, utcnow
+from imagen.kit.errors import Conflict, TooManyRequests, Unprocessable, field_error
+from imagen.kit.scoped import get_owned, owned
+from imagen.storage import BlobStore
+from imagen.workflows.library import UnknownWorkflow, WorkflowLibrary
+
+MAX_SEED = 2**32 - 1
+
+
+def output_key(user_id: str, generation_id: str, index: int) -> str:
+    return f"outputs/{user_id}/{generation_id}/{index}.png"
+
+
+def input_key(user_id: str, generation_id: str) -> str:
+    return f"inputs/{user_id}/{generation_id}.png"
+
+
+def encode_cursor(gen: Generation) -> str:
+    return base64.urlsafe_b64encode(f"{gen.created_at.isoformat()}|{gen.id}".encode()).decode()
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, str]:
+    try:
+        stamp, gen_id = base64.urlsafe_b64decode(cursor.encode()).decode().split("|", 1)
+        return datetime.fromisoformat(stamp), gen_id
+    except Exception:
+        raise field_error("cursor", "invalid cursor", where="query") from None
+
+
+class GenerationService:
+    # ---- user-facing ----
+    def submit(
+        self, session: Session, *, user: User, workflow_name: str, params: dict[str, Any],
+        library: WorkflowLibrary, checkpoints: CheckpointRegistry, blobs: BlobStore,
+        max_queued: int, enqueue: Callable[[str], None],
+    ) -> Generation:
+        try:
+            workflow = library.get(workflow_name)
+        except UnknownWorkflow:
+            names = ", ".join(w.name for w in library.list())
+            raise field_error("workflow", f"unknown workflow {workflow_name!r}; available: {names}") from None
+        try:
+            clean = workflow.validate_params(params)
+        except ValidationError as exc:
+            raise Unprocessable([
+                {"loc": ["body", "params", *map(str, e["loc"])], "msg": e["msg"], "type": e["type"]}
+                for e in exc.errors(include_url=False)
+            ]) from None
+        try:
+            checkpoint = checkpoints.get(clean["checkpoint"])
+        except CheckpointNotFound:
+            raise field_error("params.checkpoint", f"unknown checkpoint {clean['checkpoint']!r}") from None
+        active = session.scalar(
+            select(func.count()).select_from(Generation)
+            .where(Generation.user_id == user.id, Generation.status.in_(ACTIVE_STATUSES))
+        ) or 0
+        if active >= max_queued:
+            raise TooManyRequests(f"You already have {active} queued or running generations; wait for some")
+
+        if clean["seed"] == -1:
+            clean["seed"] = secrets.randbelow(MAX_SEED + 1)
+        gen = Generation(
+            id=new_id(), user_id=user.id, workflow=workflow.name, workflow_version=workflow.version,
+            checkpoint=checkpoint.name, checkpoint_sha256=checkpoint.sha256,
+            consent_model_improvement=consent_service.is_granted(
+                session, user_id=user.id, purpose="model_improvement"),
+            status="queued", progress=0.0,
+        )
+        if "init_image" in clean:
+            try:
+                png = decode_base64_image(clean["init_image"])
+            except BadImage as exc:
+                raise field_error("params.init_image", str(exc)) from None
+            # The input is transient: kept only until the job ends, referenced by hash in the record.
+            clean["init_image"] = "sha256:" + hashlib.sha256(png).hexdigest()
+            gen.input_blob_key = input_key(user.id, gen.id)
+            blobs.put(gen.input_blob_key, png, "image/png")
+            run_after_rollback(session, blobs.delete, gen.input_blob_key)
+        gen.params = clean
+        session.add(gen)
+        session.flush()
+        run_after_commit(session, enqueue, gen.id)
+        return gen
+
+    def get(self, session: Session, *, user: User, generation_id: str) -> Generation:
+        return get_owned(session, Generation, generation_id, user.id, what="Generation")
+
+    def list(self, session: Session, *, user: User, limit: int, cursor: str | None) -> tuple[list[Generation], str | None]:
+        query = owned(Generation, user.id).order_by(Generation.created_at.desc(), Generation.id.desc())
+        if cursor:
+            stamp, gen_id = decode_cursor(cursor)
+            query = query.where(or_(Generation.created_at < stamp,
+                                    and_(Generation.created_at == stamp, Generation.id < gen_id)))
+        rows = list(session.scalars(query.limit(limit + 1)))
+        next_cursor = encode_cursor(rows[limit - 1]) if len(rows) > limit else None
+        return rows[:limit], next_cursor
+
+    def list_outputs(self, session: Session, *, user: User, limit: int = 200) -> list[Output]:
+        return list(session.scalars(
+            owned(Output, user.id).order_by(Output.created_at.desc(), Output.index).limit(limit)))
+
+    def cancel(self, session: Session, *, user: User, generation_id: str, blobs: BlobStore,
+               notify: Callable[[str], None]) -> Generation:
+        gen = self.get(session, user=user, generation_id=generation_id)
+        if gen.status not in ACTIVE_STATUSES:
+            raise Conflict(f"Generation is already {gen.status}")
+        gen.cancel_requested = True
+        if gen.status == "queued":
+            gen.status = "canceled"
+            gen.finished_at = utcnow()
+            self._drop_transient_input(session, gen, blobs)
+        run_after_commit(session, notify, gen.id)
+        return gen
+
+    def delete(self, session: Session, *, user: User, generation_id: str, blobs: BlobStore,
+               notify: Callable[[str], None]) -> None:
+        gen = self.get(session, user=user, generation_id=generation_id)
+        keys = [o.blob_key for o in gen.outputs]
+        if gen.input_blob_key:
+            keys.append(gen.input_blob_key)
+        if gen.status in ACTIVE_STATUSES:
+            run_after_commit(session, notify, gen.id)
+        session.delete(gen)
+        for key in keys:
+            run_after_commit(session, blobs.delete, key)
+
+    def get_output(self, session: Session, *, user: User, output_id: str) -> Output:
+        return get_owned(session, Output, output_id, user.id, what="Output")
+
+    # ---- worker-facing ----
+    def claim_next(self, session: Session, *, fair: FairQueue) -> Generation | None:
+        rows = session.execute(
+            select(Generation.id, Generation.user_id, Generation.created_at)
+            .where(Generation.status == "queued").order_by(Generation.created_at).limit(1000)
+        ).all()
+        job = fair.choose([QueuedJob(r.id, r.user_id, r.created_at) for r in rows])
+        if job is None:
+            return None
+        claimed = session.execute(
+            update(Generation).where(Generation.id == job.id, Generation.status == "queued")
+            .values(status="running", started_at=utcnow(), progress=0.0)
+        ).rowcount
+        if not claimed:  # another worker took it first
+            return None
+        fair.served(job.user_id)
+        return session.get(Generation, job.id)
+
+    def recover_after_restart(self, session: Session) -> int:
+        """Jobs that were running when the process died cannot be resumed mid-way: fail them."""
+        return session.execute(
+            update(Generation).where(Generation.status == "running")
+            .values(status="failed", error="Interrupted by a server restart; submit it again",
+                    finished_at=utcnow())
+        ).rowcount
+
+    def record_progress(self, session: Session, *, generation_id: str, progress: float) -> bool:
+        """Store progress; returns whether the job should stop (canceled or deleted)."""
+        gen = session.get(Generation, generation_id)
+        if gen is None or gen.cancel_requested:
+            return True
+        gen.progress = progress
+        return False
+
+    def complete(self, session: Session, *, generation_id: str, images: list[ImageResult],
+                 signals: dict[str, Any], blobs: BlobStore) -> bool:
+        gen = session.get(Generation, generation_id)
+        if gen is None or gen.status != "running" or gen.cancel_requested:
+            return False
+        for index, image in enumerate(images):
+            key = output_key(gen.user_id, gen.id, index)
+            blobs.put(key, image.png, "image/png")
+            run_after_rollback(session, blobs.delete, key)
+            session.add(Output(generation_id=gen.id, user_id=gen.user_id, index=index, blob_key=key,
+                               width=image.width, height=image.height, seed=image.seed,
+                               size_bytes=len(image.png)))
+        gen.status, gen.progress, gen.signals, gen.finished_at = "succeeded", 1.0, signals, utcnow()
+        self._drop_transient_input(session, gen, blobs)
+        return True
+
+    def finish_unsuccessfully(self, session: Session, *, generation_id: str, status: str,
+                              error: str | None, blobs: BlobStore) -> None:
+        gen = session.get(Generation, generation_id)
+        if gen is None or gen.status not in ACTIVE_STATUSES:
+            return
+        gen.status, gen.error, gen.finished_at = status, error, utcnow()
+        self._drop_transient_input(session, gen, blobs)
+
+    def stop_running(self, session: Session, *, generation_id: str, blobs: BlobStore) -> str:
+        gen = session.get(Generation, generation_id)
+        if gen is None:
+            return "deleted"
+        if gen.cancel_requested:
+            self.finish_unsuccessfully(session, generation_id=generation_id, status="canceled", error=None,
+                                       blobs=blobs)
+            return "canceled"
+        gen.status, gen.progress, gen.started_at = "queued", 0.0, None
+        return "requeued"
+
+    def _drop_transient_input(self, session: Session, gen: Generation, blobs: BlobStore) -> None:
+        if gen.input_blob_key:
+            run_after_commit(session, blobs.delete, gen.input_blob_key)
+            gen.input_blob_key = None
+
+
+generation_service = GenerationService()

@@ -1,0 +1,99 @@
+"""Request-scoped plumbing: one transaction per request, who is asking, CSRF."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Request
+from sqlalchemy.orm import Session
+
+from imagen.accounts.models import LoginSession, User
+from imagen.accounts.service import ClientInfo, account_service
+from imagen.kit.config import Settings
+from imagen.kit.errors import Forbidden, Unauthorized
+
+SESSION_COOKIE = "imagen_session"
+CSRF_COOKIE = "imagen_csrf"
+CSRF_HEADER = "X-CSRF-Token"
+UNSAFE_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
+
+
+def get_db_session(request: Request) -> Iterator[Session]:
+    # scope="function" below: commit happens before the response is sent, and after-commit
+    # work is queued only for data that is really there.
+    with request.app.state.db.transaction() as session:
+        yield session
+
+
+SessionDep = Annotated[Session, Depends(get_db_session, scope="function")]
+
+
+def get_settings_dep(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
+
+
+def get_client_info(request: Request) -> ClientInfo:
+    return ClientInfo(
+        ip_address=request.client.host if request.client else None,
+        user_agent=request.headers.get("user-agent"),
+    )
+
+
+ClientDep = Annotated[ClientInfo, Depends(get_client_info)]
+
+
+@dataclass(frozen=True)
+class Principal:
+    user: User
+    via: str  # "session" | "api_key"
+    login_session: LoginSession | None = None
+
+
+def _resolve_principal(request: Request, session: Session) -> Principal | None:
+    auth = request.headers.get("authorization", "")
+    if auth.lower().startswith("bearer "):
+        user = account_service.api_key_user(session, auth[7:].strip())
+        if user is None:
+            raise Unauthorized("Invalid API key")
+        return Principal(user=user, via="api_key")
+    token = request.cookies.get(SESSION_COOKIE)
+    if token:
+        found = account_service.session_user(session, token)
+        if found is not None:
+            login, user = found
+            if request.method in UNSAFE_METHODS and request.headers.get(CSRF_HEADER) != login.csrf_token:
+                raise Forbidden(f"Missing or invalid {CSRF_HEADER} header")
+            return Principal(user=user, via="session", login_session=login)
+    return None
+
+
+def get_principal(request: Request, session: SessionDep) -> Principal:
+    principal = _resolve_principal(request, session)
+    if principal is None:
+        raise Unauthorized("Log in or send an API key (Authorization: Bearer …)")
+    return principal
+
+
+def get_optional_principal(request: Request, session: SessionDep) -> Principal | None:
+    return _resolve_principal(request, session)
+
+
+def get_current_user(principal: Annotated[Principal, Depends(get_principal)]) -> User:
+    return principal.user
+
+
+def get_admin(user: Annotated[User, Depends(get_current_user)]) -> User:
+    if not user.is_admin:
+        raise Forbidden("Administrators only")
+    return user
+
+
+PrincipalDep = Annotated[Principal, Depends(get_principal)]
+OptionalPrincipalDep = Annotated[Principal | None, Depends(get_optional_principal)]
+CurrentUser = Annotated[User, Depends(get_current_user)]
+AdminUser = Annotated[User, Depends(get_admin)]

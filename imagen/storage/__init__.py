@@ -1,0 +1,11 @@
+from imagen.kit.config import Settings
+from imagen.storage.base import BlobNotFound, BlobStore
+
+
+def make_blob_store(settings: Settings) -> BlobStore:
+    from imagen.storage.local import LocalBlobStore
+
+    return LocalBlobStore(settings.blobs_dir)
+
+
+__all__ = ["BlobNotFound", "BlobStore", "make_blob_store"]
