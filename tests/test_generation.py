@@ -20,7 +20,8 @@ from tests.conftest import TINY, signup, wait_for
 
 
 def submit(client: TestClient, workflow: str = "txt2img", **params):
-    return client.post("/api/v1/generations", json={"workflow": workflow, "params": {"prompt": "a fox", **TINY, **params}})
+    payload = {"workflow": workflow, "params": {"prompt": "a fox", **TINY, **params}}
+    return client.post("/api/v1/generations", json=payload)
 
 
 def test_generation_succeeds_and_stamps_what_made_it(user_client, runtime):

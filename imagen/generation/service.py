@@ -107,7 +107,9 @@ class GenerationService:
     def get(self, session: Session, *, user: User, generation_id: str) -> Generation:
         return get_owned(session, Generation, generation_id, user.id, what="Generation")
 
-    def list(self, session: Session, *, user: User, limit: int, cursor: str | None) -> tuple[list[Generation], str | None]:
+    def list(
+        self, session: Session, *, user: User, limit: int, cursor: str | None
+    ) -> tuple[list[Generation], str | None]:
         query = owned(Generation, user.id).order_by(Generation.created_at.desc(), Generation.id.desc())
         if cursor:
             stamp, gen_id = decode_cursor(cursor)

@@ -1,0 +1,68 @@
+"""The `imagen` command line, run in-process against the same code a user runs."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+from PIL import Image
+from sqlalchemy import select
+from typer.testing import CliRunner
+
+from imagen.accounts.models import User
+from imagen.accounts.security import verify_password
+from imagen.cli import app
+from imagen.kit.config import get_settings
+from imagen.kit.db import Database
+
+
+@pytest.fixture
+def cli_env(tmp_path, models_dir, monkeypatch):
+    monkeypatch.setenv("IMAGEN_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("IMAGEN_MODELS_DIR", str(models_dir))
+    monkeypatch.delenv("IMAGEN_DATABASE_URL", raising=False)
+    get_settings.cache_clear()
+    yield tmp_path
+    get_settings.cache_clear()
+
+
+def test_db_upgrade_and_create_user_with_prompted_password(cli_env):
+    runner = CliRunner()
+    assert runner.invoke(app, ["db", "upgrade"]).exit_code == 0
+    result = runner.invoke(app, ["admin", "create-user", "Root@Example.com", "--admin"],
+                           input="Sturdy-passphrase-42\nSturdy-passphrase-42\n")
+    assert result.exit_code == 0, result.output
+    assert "Created admin root@example.com" in result.output
+    db = Database(get_settings().resolved_database_url)
+    with db.transaction() as s:
+        user = s.scalars(select(User)).one()
+        assert user.role == "admin" and verify_password(user.password_hash, "Sturdy-passphrase-42")
+    db.dispose()
+    again = runner.invoke(app, ["admin", "create-user", "root@example.com", "--password", "Sturdy-passphrase-42"])
+    assert again.exit_code == 1 and "already exists" in again.output
+    weak = runner.invoke(app, ["admin", "create-user", "x@example.com", "--password", "short"])
+    assert weak.exit_code == 1 and "at least 10" in weak.output
+    minor = runner.invoke(app, ["admin", "create-user", "kid@example.com", "--password", "Sturdy-passphrase-42",
+                                "--date-of-birth", "2020-01-01"])
+    assert minor.exit_code == 1 and "18 or older" in minor.output
+
+
+def test_generate_writes_a_reproducible_png(cli_env):
+    runner = CliRunner()
+    out1, out2 = cli_env / "a.png", cli_env / "b.png"
+    for out in (out1, out2):
+        result = runner.invoke(app, ["generate", "a lighthouse", "-o", str(out), "--steps", "3", "--seed", "9",
+                                     "--size", "96x64"])
+        assert result.exit_code == 0, result.output
+        assert "Wrote" in result.output
+    assert Image.open(io.BytesIO(out1.read_bytes())).size == (96, 64)
+    assert out1.read_bytes() == out2.read_bytes()
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--size", "100x64"], "multiple of 8"), (["--size", "big"], "WIDTHxHEIGHT"),
+    (["--checkpoint", "nope"], "unknown checkpoint"),
+])
+def test_generate_refuses_bad_options(cli_env, args, message):
+    result = CliRunner().invoke(app, ["generate", "x", "-o", str(cli_env / "x.png"), *args])
+    assert result.exit_code != 0 and message in result.output
