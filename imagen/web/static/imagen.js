@@ -1,0 +1,322 @@
+// IMAGEN pages: every write goes to the JSON API; cookie-authenticated writes carry X-CSRF-Token.
+"use strict";
+
+(function () {
+  const CSRF_COOKIE = "imagen_csrf";
+
+  function cookie(name) {
+    for (const part of document.cookie.split(";")) {
+      const [key, ...rest] = part.trim().split("=");
+      if (key === name) return decodeURIComponent(rest.join("="));
+    }
+    return "";
+  }
+
+  async function api(method, url, body) {
+    const headers = { Accept: "application/json" };
+    if (body !== undefined) headers["Content-Type"] = "application/json";
+    const csrf = cookie(CSRF_COOKIE);
+    if (csrf && method !== "GET") headers["X-CSRF-Token"] = csrf;
+    const response = await fetch(url, {
+      method, headers, credentials: "same-origin",
+      body: body === undefined ? undefined : JSON.stringify(body),
+    });
+    let data = null;
+    const text = await response.text();
+    if (text) {
+      try { data = JSON.parse(text); } catch (_) { data = { detail: text }; }
+    }
+    return { ok: response.ok, status: response.status, data };
+  }
+
+  // ---- errors ----
+  function fieldLabel(form, name) {
+    let el = form ? form.elements.namedItem(name) : null;
+    if (el instanceof RadioNodeList) el = el[0];
+    if (el && el.dataset && el.dataset.label) return el.dataset.label;
+    if (el && el.labels && el.labels.length) {
+      return el.labels[0].textContent.replace(/\*/g, "").replace(/\s+/g, " ").trim();
+    }
+    return name.replace(/_/g, " ");
+  }
+
+  function clearErrors(form, box) {
+    box.hidden = true;
+    box.replaceChildren();
+    if (form) form.querySelectorAll("[aria-invalid]").forEach((el) => el.removeAttribute("aria-invalid"));
+  }
+
+  // detail is a string, or a list of {loc, msg} as FastAPI and the services produce.
+  function showErrors(box, form, status, detail) {
+    box.replaceChildren();
+    const messages = [];
+    if (Array.isArray(detail)) {
+      for (const item of detail) {
+        const loc = (item.loc || []).filter((part) => part !== "body" && part !== "query" && part !== "params");
+        const name = loc.length ? String(loc[loc.length - 1]) : "";
+        const el = name && form ? form.elements.namedItem(name) : null;
+        if (el && el.setAttribute) el.setAttribute("aria-invalid", "true");
+        messages.push(name ? `${fieldLabel(form, name)}: ${item.msg}` : item.msg);
+      }
+    } else if (detail && typeof detail === "object") {
+      messages.push(JSON.stringify(detail));
+    } else {
+      messages.push(detail || `Request failed (HTTP ${status})`);
+    }
+    if (messages.length === 1) {
+      box.textContent = messages[0];
+    } else {
+      const list = document.createElement("ul");
+      for (const message of messages) {
+        const li = document.createElement("li");
+        li.textContent = message;
+        list.append(li);
+      }
+      box.append(list);
+    }
+    box.hidden = false;
+  }
+
+  function errorBox() {
+    return document.getElementById("form-error");
+  }
+
+  // ---- header ----
+  function setupLogout() {
+    const button = document.getElementById("logout");
+    if (!button) return;
+    button.addEventListener("click", async () => {
+      button.disabled = true;
+      try { await api("POST", "/api/v1/auth/logout"); } catch (_) { /* leave anyway */ }
+      window.location.assign("/login");
+    });
+  }
+
+  // ---- sign up / log in ----
+  function setupSignup() {
+    const form = document.getElementById("signup-form");
+    if (!form) return;
+    form.addEventListener("submit", async (event) => {
+      event.preventDefault();
+      const box = errorBox();
+      clearErrors(form, box);
+      const f = form.elements;
+      const body = {
+        email: f.email.value.trim(),
+        password: f.password.value,
+        date_of_birth: f.date_of_birth.value,
+        country: f.country.value,
+        consents: {
+          model_improvement: f.model_improvement.checked,
+          marketing_emails: f.marketing_emails.checked,
+        },
+      };
+      if (f.accept_policy_version.checked) body.accept_policy_version = form.dataset.policyVersion;
+      const button = form.querySelector("button[type=submit]");
+      button.disabled = true;
+      try {
+        const r = await api("POST", "/api/v1/auth/signup", body);
+        if (r.status === 201) { window.location.assign("/generate"); return; }
+        showErrors(box, form, r.status, r.data && r.data.detail);
+      } catch (err) {
+        showErrors(box, form, 0, `Could not reach the server: ${err}`);
+      } finally {
+        button.disabled = false;
+      }
+    });
+  }
+
+  function setupLogin() {
+    const form = document.getElementById("login-form");
+    if (!form) return;
+    form.addEventListener("submit", async (event) => {
+      event.preventDefault();
+      const box = errorBox();
+      clearErrors(form, box);
+      const button = form.querySelector("button[type=submit]");
+      button.disabled = true;
+      try {
+        const r = await api("POST", "/api/v1/auth/login",
+          { email: form.elements.email.value.trim(), password: form.elements.password.value });
+        if (r.ok) { window.location.assign("/generate"); return; }
+        showErrors(box, form, r.status, r.data && r.data.detail);
+      } catch (err) {
+        showErrors(box, form, 0, `Could not reach the server: ${err}`);
+      } finally {
+        button.disabled = false;
+      }
+    });
+  }
+
+  // ---- generate ----
+  function readAsDataURL(file) {
+    return new Promise((resolve, reject) => {
+      const reader = new FileReader();
+      reader.onload = () => resolve(reader.result);
+      reader.onerror = () => reject(reader.error);
+      reader.readAsDataURL(file);
+    });
+  }
+
+  async function collectParams(form) {
+    const params = {};
+    for (const el of form.querySelectorAll("[data-param]")) {
+      const type = el.dataset.type;
+      if (type === "image") {
+        if (el.files && el.files[0]) params[el.name] = await readAsDataURL(el.files[0]);
+      } else if (type === "integer" || type === "number") {
+        if (el.value.trim() !== "") params[el.name] = Number(el.value);
+      } else if (type === "boolean") {
+        params[el.name] = el.checked;
+      } else {
+        params[el.name] = el.value;
+      }
+    }
+    return params;
+  }
+
+  function setupGenerate() {
+    const form = document.getElementById("generate-form");
+    if (!form) return;
+    const picker = document.getElementById("workflow");
+    picker.addEventListener("change", () => picker.form.submit());
+
+    const box = errorBox();
+    const submit = document.getElementById("submit");
+    const cancel = document.getElementById("cancel");
+    const statusText = document.getElementById("status");
+    const bar = document.getElementById("progress");
+    const percent = document.getElementById("progress-text");
+    const outputs = document.getElementById("outputs");
+    let current = null; // { id, source }
+
+    function setProgress(value) {
+      const p = Math.max(0, Math.min(1, Number(value) || 0));
+      bar.value = p;
+      percent.textContent = `${Math.round(p * 100)}%`;
+    }
+
+    function finish() {
+      if (current && current.source) current.source.close();
+      current = null;
+      cancel.hidden = true;
+      submit.disabled = false;
+    }
+
+    function showOutputs(gen) {
+      outputs.replaceChildren();
+      for (const out of gen.outputs || []) {
+        const figure = document.createElement("figure");
+        figure.className = "tile";
+        const img = document.createElement("img");
+        img.src = out.url;
+        img.alt = `Generated image, seed ${out.seed}`;
+        img.width = out.width;
+        img.height = out.height;
+        const caption = document.createElement("figcaption");
+        const seed = document.createElement("span");
+        seed.className = "seed";
+        seed.textContent = `seed ${out.seed} · ${out.width}×${out.height}`;
+        const link = document.createElement("a");
+        link.className = "button secondary download";
+        link.href = `${out.url}?download=1`;
+        link.setAttribute("download", "");
+        link.textContent = "Download";
+        caption.append(seed, " ", link);
+        figure.append(img, caption);
+        outputs.append(figure);
+      }
+    }
+
+    function follow(id) {
+      const source = new EventSource(`/api/v1/generations/${encodeURIComponent(id)}/events`);
+      current = { id, source };
+      source.addEventListener("progress", (event) => {
+        const data = JSON.parse(event.data);
+        setProgress(data.progress);
+        statusText.textContent = data.status === "queued" ? "Queued…" : `Status: ${data.status}`;
+      });
+      source.addEventListener("done", (event) => {
+        const gen = JSON.parse(event.data);
+        if (gen.status === "succeeded") {
+          setProgress(1);
+          statusText.textContent = "Done.";
+          showOutputs(gen);
+        } else if (gen.status === "failed") {
+          statusText.textContent = `Failed: ${gen.error || "unknown error"}`;
+        } else if (gen.status === "canceled") {
+          statusText.textContent = "Canceled.";
+        } else {
+          statusText.textContent = `Generation ${gen.status}.`;
+        }
+        finish();
+      });
+      source.onerror = () => {
+        // The stream closes after "done"; an error before that means the connection was lost.
+        if (current && current.source === source && source.readyState === EventSource.CLOSED) {
+          statusText.textContent = "Lost the connection to the server; see the gallery for the result.";
+          finish();
+        }
+      };
+    }
+
+    form.addEventListener("submit", async (event) => {
+      event.preventDefault();
+      clearErrors(form, box);
+      submit.disabled = true;
+      try {
+        const params = await collectParams(form);
+        const r = await api("POST", "/api/v1/generations", { workflow: form.dataset.workflow, params });
+        if (!r.ok) {
+          showErrors(box, form, r.status, r.data && r.data.detail);
+          submit.disabled = false;
+          return;
+        }
+        outputs.replaceChildren();
+        setProgress(0);
+        statusText.textContent = "Queued…";
+        cancel.hidden = false;
+        cancel.disabled = false;
+        follow(r.data.id);
+      } catch (err) {
+        showErrors(box, form, 0, `Could not submit: ${err}`);
+        submit.disabled = false;
+      }
+    });
+
+    cancel.addEventListener("click", async () => {
+      if (!current) return;
+      cancel.disabled = true;
+      try {
+        const r = await api("POST", `/api/v1/generations/${encodeURIComponent(current.id)}/cancel`);
+        if (!r.ok && r.status !== 409) showErrors(box, form, r.status, r.data && r.data.detail);
+      } catch (err) {
+        showErrors(box, form, 0, `Could not cancel: ${err}`);
+        cancel.disabled = false;
+      }
+      // The event stream reports the final state ("canceled", or "succeeded" if it finished first).
+    });
+  }
+
+  // ---- gallery ----
+  function setupGallery() {
+    for (const button of document.querySelectorAll(".delete-generation")) {
+      button.addEventListener("click", async () => {
+        if (!window.confirm("Delete this generation and all of its images? This cannot be undone.")) return;
+        button.disabled = true;
+        const r = await api("DELETE", `/api/v1/generations/${encodeURIComponent(button.dataset.generationId)}`);
+        if (r.ok || r.status === 404) { window.location.reload(); return; }
+        showErrors(errorBox(), null, r.status, r.data && r.data.detail);
+        button.disabled = false;
+      });
+    }
+  }
+
+  document.addEventListener("DOMContentLoaded", () => {
+    setupLogout();
+    setupSignup();
+    setupLogin();
+    setupGenerate();
+    setupGallery();
+  });
+})();
