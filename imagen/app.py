@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -15,6 +16,7 @@ from imagen.accounts.endpoints import router as accounts_router
 from imagen.consent.service import consent_service
 from imagen.executors.local import LocalExecutor
 from imagen.generation.endpoints import router as generation_router
+from imagen.generation.signals import GenerationSignals
 from imagen.inference.runtime import Runtime
 from imagen.kit import migrate
 from imagen.kit.config import Settings, get_settings
@@ -48,7 +50,10 @@ def create_app(settings: Settings | None = None, *, run_migrations: bool = True,
         app.state.runtime = runtime or Runtime(
             settings.resolved_models_dir, device=settings.device, cache_bytes=settings.model_cache_bytes)
         app.state.library = WorkflowLibrary()
-        app.state.executor = LocalExecutor(db, app.state.runtime, app.state.blobs)
+        app.state.signals = GenerationSignals()
+        app.state.signals.bind(asyncio.get_running_loop())
+        app.state.executor = LocalExecutor(db, app.state.runtime, app.state.blobs,
+                                           on_change=app.state.signals.notify)
         if settings.worker_autostart:
             app.state.executor.start()
         try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 
 from imagen.generation.queue import FairQueue
 from imagen.generation.service import generation_service
@@ -17,8 +18,9 @@ log = logging.getLogger(__name__)
 
 
 class LocalExecutor:
-    def __init__(self, db: Database, runtime: Runtime, blobs: BlobStore, *, idle_poll_seconds: float = 2.0):
-        self.db, self.runtime, self.blobs = db, runtime, blobs
+    def __init__(self, db: Database, runtime: Runtime, blobs: BlobStore, *, idle_poll_seconds: float = 2.0,
+                 on_change: Callable[[str], None] = lambda _id: None):
+        self.db, self.runtime, self.blobs, self.on_change = db, runtime, blobs, on_change
         self.fair = FairQueue()
         self.idle_poll_seconds = idle_poll_seconds
         self._wake = threading.Event()
@@ -57,15 +59,15 @@ class LocalExecutor:
     def _loop(self) -> None:
         while not self._stopping.is_set():
             try:
+                self._wake.clear()  # before looking, so a submit that lands meanwhile is not missed
                 with self.db.transaction() as session:
                     job = generation_service.claim_next(session, fair=self.fair)
                     job_id = job.id if job else None
                 if job_id is None:
                     self._wake.wait(self.idle_poll_seconds)
-                    self._wake.clear()
                     continue
                 self.current_job = job_id
-                execute_generation(self.db, self.runtime, self.blobs, job_id, self._is_canceled)
+                execute_generation(self.db, self.runtime, self.blobs, job_id, self._is_canceled, self.on_change)
             except Exception:
                 log.exception("executor loop error")
                 time.sleep(0.5)

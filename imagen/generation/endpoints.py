@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import AsyncIterator
 from typing import Annotated
@@ -75,7 +74,7 @@ def generation_events(generation_id: str, user: CurrentUser, session: SessionDep
                       request: Request) -> StreamingResponse:
     """Server-Sent Events: `progress` while it runs, then one `done` with the final state."""
     generation_service.get(session, user=user, generation_id=generation_id)  # 404 before streaming
-    db, user_id = request.app.state.db, user.id
+    db, user_id, signals = request.app.state.db, user.id, request.app.state.signals
 
     def snapshot() -> GenerationOut | None:
         with db.transaction() as s:
@@ -85,21 +84,24 @@ def generation_events(generation_id: str, user: CurrentUser, session: SessionDep
     async def stream() -> AsyncIterator[str]:
         last = None
         while True:
-            current = await run_in_threadpool(snapshot)
-            if current is None:
-                yield _sse("done", {"id": generation_id, "status": "deleted"})
-                return
-            key = (current.status, current.progress)
-            if key != last:
-                last = key
-                payload = {"id": current.id, "status": current.status, "progress": current.progress}
-                yield _sse("progress", payload)
-            if current.status in FINAL_STATUSES:
-                yield _sse("done", json.loads(current.model_dump_json()))
-                return
-            if await request.is_disconnected():
-                return
-            await asyncio.sleep(SSE_POLL_SECONDS)
+            changed = signals.listen(generation_id)
+            try:
+                current = await run_in_threadpool(snapshot)
+                if current is None:
+                    yield _sse("done", {"id": generation_id, "status": "deleted"})
+                    return
+                key = (current.status, current.progress)
+                if key != last:
+                    last = key
+                    yield _sse("progress", {"id": current.id, "status": current.status, "progress": current.progress})
+                if current.status in FINAL_STATUSES:
+                    yield _sse("done", json.loads(current.model_dump_json()))
+                    return
+                if await request.is_disconnected():
+                    return
+                await signals.wait(changed, SSE_POLL_SECONDS)
+            finally:
+                signals.forget(generation_id, changed)
 
     return StreamingResponse(stream(), media_type="text/event-stream",
                              headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})

@@ -30,8 +30,19 @@ def load_spec(db: Database, blobs: BlobStore, generation_id: str) -> JobSpec | N
 def execute_generation(
     db: Database, runtime: Runtime, blobs: BlobStore, generation_id: str,
     is_canceled: Callable[[str], bool] = lambda _id: False,
+    changed: Callable[[str], None] = lambda _id: None,
 ) -> str:
-    """Run a generation the worker has claimed; returns its final status."""
+    """Run a generation the worker has claimed; returns its final status. `changed` is told after each commit."""
+    try:
+        return _execute(db, runtime, blobs, generation_id, is_canceled, changed)
+    finally:
+        changed(generation_id)
+
+
+def _execute(
+    db: Database, runtime: Runtime, blobs: BlobStore, generation_id: str,
+    is_canceled: Callable[[str], bool], changed: Callable[[str], None],
+) -> str:
     try:
         spec = load_spec(db, blobs, generation_id)
     except BlobNotFound:
@@ -55,6 +66,7 @@ def execute_generation(
             with db.transaction() as session:
                 stop = generation_service.record_progress(
                     session, generation_id=generation_id, progress=round(step / total, 4))
+            changed(generation_id)
 
     def should_cancel() -> bool:
         return stop or is_canceled(generation_id)
