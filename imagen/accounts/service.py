@@ -177,7 +177,10 @@ class AccountService:
         user = session.get(User, api_key.user_id)
         if user is None or user.suspended_at is not None:
             return None
-        api_key.last_used_at = utcnow()
+        now = utcnow()
+        # Coarse on purpose: writing on every request would turn each authenticated read into a write.
+        if api_key.last_used_at is None or now - api_key.last_used_at > timedelta(minutes=1):
+            api_key.last_used_at = now
         return user
 
     def create_api_key(self, session: Session, *, user: User, name: str) -> tuple[ApiKey, str]:
