@@ -440,7 +440,7 @@ def machine_info(device: str, db_url: str, args: argparse.Namespace) -> list[tup
         ("workload", f"{TINY_NAME}, {args.size}x{args.size}, {args.steps} steps, euler, cfg 7.0, batch 1"),
         ("rounds / queue", f"{args.rounds} interleaved (a, b) after 1 warm-up / {args.queue} jobs"),
         ("(b) waits by", f"polling GET every {args.poll_interval * 1000:g} ms" if args.wait == "poll"
-         else "SSE stream (/events; server polls the DB every 0.25 s)"),
+         else "SSE stream (/events; woken on each change, DB re-read every 0.25 s as fallback)"),
         ("load average at start", " ".join(f"{x:.2f}" for x in load)),
     ]
 
