@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Response, status
 from fastapi.responses import JSONResponse
+from sqlalchemy.orm import Session
 
 from imagen.accounts.models import User
 from imagen.accounts.schemas import (
@@ -29,7 +30,7 @@ from imagen.kit.http import (
 router = APIRouter(prefix="/api/v1", tags=["accounts"])
 
 
-def account_out(session: SessionDep, user: User) -> AccountOut:
+def account_out(session: Session, user: User) -> AccountOut:
     current = consent_service.current(session, user_id=user.id)
     out = AccountOut.model_validate(user)
     out.consents = {p: r.granted for p, r in current.items() if p != "policy_acceptance"}

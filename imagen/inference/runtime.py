@@ -86,8 +86,7 @@ class Runtime:
         p = spec.params
         batch = int(p.get("batch_size", 1))
         seeds = [int(p["seed"]) + i for i in range(batch)]
-        gen_device = "cpu" if self.device == "cpu" else self.device
-        generators = [torch.Generator(gen_device).manual_seed(s) for s in seeds]
+        generators = [torch.Generator(self.device).manual_seed(s) for s in seeds]
 
         kwargs: dict[str, Any] = {
             "prompt": [p["prompt"]] * batch,
