@@ -10,13 +10,17 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from imagen.assets.cli import models_app
 from imagen.kit.config import get_settings
+from imagen.workflows.cli import workflows_app
 
 app = typer.Typer(help="IMAGEN: a self-hostable, multi-user image-generation service.", no_args_is_help=True)
 db_app = typer.Typer(help="Database commands.", no_args_is_help=True)
 admin_app = typer.Typer(help="Administration.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(admin_app, name="admin")
+app.add_typer(models_app, name="models")
+app.add_typer(workflows_app, name="workflows")
 console = Console()
 
 

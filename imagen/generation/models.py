@@ -18,9 +18,12 @@ class Generation(IdMixin, CreatedMixin, Base):
     user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
     workflow: Mapped[str] = mapped_column(String(64), nullable=False)
     workflow_version: Mapped[int] = mapped_column(Integer, nullable=False)
+    pipeline: Mapped[str] = mapped_column(String(16), nullable=False, default="txt2img")
     params: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False)
     checkpoint: Mapped[str] = mapped_column(String(200), nullable=False)
     checkpoint_sha256: Mapped[str] = mapped_column(String(64), nullable=False)
+    # Every model file the job used, by content hash: [{"role", "id", "sha256", "family", "weight"?}].
+    models: Mapped[list[dict[str, Any]]] = mapped_column(JSON, nullable=False, default=list)
     # The user's model-improvement consent as it stood at submission; later pipelines read only this.
     consent_model_improvement: Mapped[bool] = mapped_column(Boolean, nullable=False)
     status: Mapped[str] = mapped_column(String(16), default="queued", nullable=False, index=True)
@@ -28,7 +31,9 @@ class Generation(IdMixin, CreatedMixin, Base):
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False, nullable=False)
     error: Mapped[str | None] = mapped_column(Text)
     signals: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    # Transient inputs (img2img/inpaint image, inpaint mask): kept only until the job ends.
     input_blob_key: Mapped[str | None] = mapped_column(String(300))
+    mask_blob_key: Mapped[str | None] = mapped_column(String(300))
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 

@@ -1,17 +1,65 @@
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Body, Request, status
 
-from imagen.kit.http import CurrentUser
+from imagen.kit.http import AdminUser, CurrentUser, SessionDep
+from imagen.workflows.models import Preset
+from imagen.workflows.schemas import PresetCreate, PresetOut, WorkflowOut
+from imagen.workflows.service import preset_service, workflow_service
 
 router = APIRouter(prefix="/api/v1", tags=["workflows"])
 
 
-@router.get("/workflows")
-def list_workflows(request: Request, _user: CurrentUser) -> list[dict[str, Any]]:
-    return [w.public_schema() for w in request.app.state.library.list()]
+def preset_out(preset: Preset) -> PresetOut:
+    return PresetOut(id=preset.id, name=preset.name, workflow=preset.workflow, params=preset.params,
+                     created_at=preset.created_at)
+
+
+@router.get("/workflows", response_model=list[WorkflowOut])
+def list_workflows(_user: CurrentUser, session: SessionDep) -> list[dict[str, Any]]:
+    """The latest version of each workflow."""
+    return [w.public_schema() for w in workflow_service.list(session)]
+
+
+@router.get("/workflows/{name}", response_model=WorkflowOut)
+def get_workflow(name: str, _user: CurrentUser, session: SessionDep) -> dict[str, Any]:
+    return workflow_service.get(session, name).public_schema()
+
+
+@router.get("/workflows/{name}/versions/{version}", response_model=WorkflowOut)
+def get_workflow_version(name: str, version: int, _user: CurrentUser, session: SessionDep) -> dict[str, Any]:
+    return workflow_service.get(session, name, version).public_schema()
+
+
+@router.post("/workflows", status_code=status.HTTP_201_CREATED, response_model=WorkflowOut)
+def publish_workflow(definition: Annotated[dict[str, Any], Body(description="a workflow definition, "
+                                                                 "as in imagen/workflows/builtin/*.json")],
+                     admin: AdminUser, session: SessionDep) -> dict[str, Any]:
+    """Publish a new version (administrators): newer than every existing version of that name."""
+    return workflow_service.publish(session, admin=admin, definition=definition).public_schema()
+
+
+@router.get("/presets", response_model=list[PresetOut])
+def list_presets(user: CurrentUser, session: SessionDep) -> list[PresetOut]:
+    return [preset_out(p) for p in preset_service.list(session, user=user)]
+
+
+@router.post("/presets", status_code=status.HTTP_201_CREATED, response_model=PresetOut)
+def create_preset(data: PresetCreate, user: CurrentUser, session: SessionDep) -> PresetOut:
+    return preset_out(preset_service.create(session, user=user, name=data.name, workflow=data.workflow,
+                                            params=data.params))
+
+
+@router.get("/presets/{preset_id}", response_model=PresetOut)
+def get_preset(preset_id: str, user: CurrentUser, session: SessionDep) -> PresetOut:
+    return preset_out(preset_service.get(session, user=user, preset_id=preset_id))
+
+
+@router.delete("/presets/{preset_id}", status_code=status.HTTP_204_NO_CONTENT)
+def delete_preset(preset_id: str, user: CurrentUser, session: SessionDep) -> None:
+    preset_service.delete(session, user=user, preset_id=preset_id)
 
 
 @router.get("/models")
