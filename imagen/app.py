@@ -13,6 +13,7 @@ from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 
 from imagen.accounts.endpoints import router as accounts_router
+from imagen.assets.endpoints import router as assets_router
 from imagen.consent.service import consent_service
 from imagen.executors.local import LocalExecutor
 from imagen.generation.endpoints import router as generation_router
@@ -75,5 +76,6 @@ def create_app(settings: Settings | None = None, *, run_migrations: bool = True,
 
     for router in (accounts_router, workflows_router, generation_router, privacy_router, pages_router):
         app.include_router(router)
+    app.include_router(assets_router)
     app.mount("/static", StaticFiles(directory=Path(__file__).parent / "web" / "static"), name="static")
     return app

@@ -1,21 +1,15 @@
-"""Checking images that users send: format, size and pixel limits; re-encoded without metadata."""
+"""Checking images that users send: base64 decoding for img2img inputs; the checks live in imagen/assets/images.py."""
 
 from __future__ import annotations
 
 import base64
 import binascii
-import io
-import warnings
 
-from PIL import Image
+from imagen.assets.images import ALLOWED_FORMATS, MAX_PIXELS, BadImage, clean_png
 
-ALLOWED_FORMATS = {"PNG", "JPEG", "WEBP"}
 MAX_ENCODED_BYTES = 20 * 1024 * 1024
-MAX_PIXELS = 4096 * 4096
 
-
-class BadImage(ValueError):
-    pass
+__all__ = ["ALLOWED_FORMATS", "MAX_ENCODED_BYTES", "MAX_PIXELS", "BadImage", "clean_png", "decode_base64_image"]
 
 
 def decode_base64_image(value: str) -> bytes:
@@ -29,25 +23,3 @@ def decode_base64_image(value: str) -> bytes:
     except (binascii.Error, ValueError):
         raise BadImage("not valid base64") from None
     return clean_png(raw)
-
-
-def clean_png(raw: bytes) -> bytes:
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(raw)) as img:
-                if img.format not in ALLOWED_FORMATS:
-                    raise BadImage(f"format {img.format} is not accepted; send PNG, JPEG or WebP")
-                if img.width * img.height > MAX_PIXELS:
-                    raise BadImage(f"image has more than {MAX_PIXELS} pixels")
-                img.load()
-                rgb = img.convert("RGB")  # drops EXIF, text chunks and ICC profiles
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise BadImage(f"image has more than {MAX_PIXELS} pixels") from None
-    except BadImage:
-        raise
-    except Exception:
-        raise BadImage("not a readable PNG, JPEG or WebP image") from None
-    out = io.BytesIO()
-    rgb.save(out, format="PNG")
-    return out.getvalue()

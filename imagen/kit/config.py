@@ -34,6 +34,11 @@ class Settings(BaseSettings):
     model_cache_bytes: int = 8 * 1024**3
     max_queued_per_user: int = 50
 
+    # Uploads (assets)
+    max_model_upload_bytes: int = 8 * 1024**3
+    max_image_upload_bytes: int = 20 * 1024**2
+    user_storage_quota_bytes: int = 20 * 1024**3
+
     # Operator details that fill the published policy's placeholders
     legal_entity: str = "[YOUR LEGAL ENTITY NAME]"
     postal_address: str = "[YOUR ADDRESS]"

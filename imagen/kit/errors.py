@@ -36,6 +36,14 @@ class Conflict(ServiceError):
     status_code = 409
 
 
+class PayloadTooLarge(ServiceError):
+    status_code = 413
+
+
+class UnsupportedMediaType(ServiceError):
+    status_code = 415
+
+
 class Unprocessable(ServiceError):
     status_code = 422
 

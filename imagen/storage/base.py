@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import tempfile
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
+from pathlib import Path
 
 
 class BlobNotFound(KeyError):
@@ -13,6 +15,26 @@ class BlobNotFound(KeyError):
 class BlobStore(ABC):
     @abstractmethod
     def put(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None: ...
+
+    @abstractmethod
+    def put_file(self, key: str, path: Path, content_type: str = "application/octet-stream") -> None:
+        """Store a local file under `key` atomically; the file is moved in (it is gone from `path` afterwards).
+
+        Large uploads are written to `staging_dir()` first, so a backend can move them without copying.
+        """
+
+    @abstractmethod
+    def local_path(self, key: str) -> Path:
+        """A local file holding the blob's bytes (a backend without local files downloads to a cache).
+
+        Raises BlobNotFound. The caller must not modify or delete the file.
+        """
+
+    def staging_dir(self) -> Path:
+        """Where to write temporary files meant for `put_file` (same filesystem as the store when possible)."""
+        path = Path(tempfile.gettempdir()) / "imagen-staging"
+        path.mkdir(parents=True, exist_ok=True)
+        return path
 
     @abstractmethod
     def open_stream(self, key: str, chunk_size: int = 1 << 20) -> Iterator[bytes]: ...

@@ -1,11 +1,18 @@
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
+import shutil
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 from imagen.storage.base import BlobNotFound, BlobStore
+
+STAGING = ".staging"
+STALE_STAGING_SECONDS = 24 * 3600
 
 
 class LocalBlobStore(BlobStore):
@@ -32,6 +39,42 @@ class LocalBlobStore(BlobStore):
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
+
+    def put_file(self, key: str, path: Path, content_type: str = "application/octet-stream") -> None:
+        dest = self._path(key)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.replace(path, dest)  # same filesystem (the staging folder is inside the root): a rename
+            return
+        except OSError as exc:
+            if exc.errno != errno.EXDEV:
+                raise
+        fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=".tmp-")
+        try:
+            with os.fdopen(fd, "wb") as out, path.open("rb") as src:
+                shutil.copyfileobj(src, out, 8 << 20)
+            os.replace(tmp, dest)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        path.unlink(missing_ok=True)
+
+    def local_path(self, key: str) -> Path:
+        path = self._path(key)
+        if not path.is_file():
+            raise BlobNotFound(key)
+        return path
+
+    def staging_dir(self) -> Path:
+        path = self.root / STAGING
+        path.mkdir(exist_ok=True)
+        # Uploads cut off by a crash leave temp files behind; nothing legitimate stays here for a day.
+        cutoff = time.time() - STALE_STAGING_SECONDS
+        for stale in path.iterdir():
+            with contextlib.suppress(OSError):
+                if stale.is_file() and stale.stat().st_mtime < cutoff:
+                    stale.unlink()
+        return path
 
     def open_stream(self, key: str, chunk_size: int = 1 << 20) -> Iterator[bytes]:
         path = self._path(key)
@@ -61,5 +104,5 @@ class LocalBlobStore(BlobStore):
         for path in sorted(self.root.rglob("*")):
             if path.is_file() and not path.name.startswith(".tmp-"):
                 key = path.relative_to(self.root).as_posix()
-                if key.startswith(prefix):
+                if key.startswith(prefix) and not key.startswith(STAGING + "/"):
                     yield key

@@ -1,0 +1,169 @@
+"""`imagen models …`: add, list and remove uploaded checkpoints and LoRAs from the command line.
+
+`add` copies the file into the blob store's staging folder (hashing it on the way, with a progress bar) and hands it
+to the same `asset_service.add_file` the upload API uses, so every check is the same.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
+from rich.table import Table
+
+models_app = typer.Typer(help="Uploaded models (checkpoints and LoRAs): add, list, remove.", no_args_is_help=True)
+console = Console()
+COPY_CHUNK = 8 << 20
+
+
+@contextmanager
+def _open() -> Iterator[tuple[Any, Any, Any]]:
+    from imagen.kit import migrate
+    from imagen.kit.config import get_settings
+    from imagen.kit.db import Database
+    from imagen.storage import make_blob_store
+
+    settings = get_settings()
+    settings.ensure_data_dir()
+    migrate.upgrade(settings.resolved_database_url)
+    db = Database(settings.resolved_database_url)
+    try:
+        yield settings, db, make_blob_store(settings)
+    finally:
+        db.dispose()
+
+
+def _fail(message: str) -> typer.Exit:
+    console.print(f"[red]{message}[/]", highlight=False)
+    return typer.Exit(1)
+
+
+def _detail(exc: Any) -> str:
+    detail = exc.detail
+    if isinstance(detail, list):
+        return "; ".join(f"{'.'.join(map(str, d['loc'][1:]))}: {d['msg']}" for d in detail)
+    return str(detail)
+
+
+def _stage(source: Path, staging: Path) -> Any:
+    """Copy `source` into the staging folder while hashing it; a progress bar for the big ones."""
+    from imagen.assets.service import StagedFile
+
+    size = source.stat().st_size
+    fd, tmp = tempfile.mkstemp(dir=staging, prefix=".tmp-cli-")
+    hasher = hashlib.sha256()
+    columns = (TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+               TimeRemainingColumn())
+    try:
+        with os.fdopen(fd, "wb") as out, source.open("rb") as src, \
+                Progress(*columns, console=console, transient=True) as bar:
+            task = bar.add_task(f"Hashing and copying {source.name}", total=size)
+            while chunk := src.read(COPY_CHUNK):
+                hasher.update(chunk)
+                out.write(chunk)
+                bar.advance(task, len(chunk))
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return StagedFile(path=Path(tmp), filename=source.name, size=size, sha256=hasher.hexdigest())
+
+
+@models_app.command("add")
+def add(
+    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, readable=True, help="a .safetensors file")],
+    owner: Annotated[str, typer.Option(help="Email of the account that will own it")],
+    kind: Annotated[str | None, typer.Option(help="checkpoint or lora; detected from the file when omitted")] = None,
+    public: Annotated[bool, typer.Option("--public", help="Publish it: every user may use it")] = False,
+    ignore_quota: Annotated[bool, typer.Option("--ignore-quota", help="Do not count it against the quota")] = False,
+) -> None:
+    """Add a checkpoint or LoRA from a local file, with the same checks as an upload."""
+    from imagen.accounts.service import account_service
+    from imagen.assets.modelfiles import ModelFileRejected, inspect_upload
+    from imagen.assets.models import MODEL_KINDS
+    from imagen.assets.service import UploadLimits, asset_service, check_model_name, clean_filename, human_bytes
+    from imagen.kit.errors import ServiceError
+
+    if kind is not None and kind not in MODEL_KINDS:
+        raise typer.BadParameter("use checkpoint or lora (reference images are uploaded through the API)",
+                                 param_hint="--kind")
+    try:  # fail fast, before copying gigabytes: the same checks run again on the copy
+        check_model_name(clean_filename(file.name))
+        with file.open("rb") as f:
+            inspect_upload(file.name, f, file.stat().st_size)
+    except ServiceError as exc:
+        raise _fail(_detail(exc)) from None
+    except ModelFileRejected as exc:
+        raise _fail(exc.reason) from None
+    with _open() as (settings, db, blobs):
+        limits = UploadLimits.from_settings(settings)
+        if ignore_quota:
+            limits = UploadLimits(limits.model_bytes, limits.image_bytes, None)
+        with db.transaction() as session:
+            user = account_service.get_by_email(session, owner)
+        if user is None:
+            raise _fail(f"No account with the email {owner}")
+        limit, why = limits.per_file(kind or "checkpoint")
+        if file.stat().st_size > limit:
+            raise _fail(f"{file.name} is {human_bytes(file.stat().st_size)}, more than {why} "
+                        "(IMAGEN_MAX_MODEL_UPLOAD_BYTES)")
+        staged = _stage(file, blobs.staging_dir())
+        try:
+            with db.transaction() as session:
+                user = account_service.get_by_email(session, owner)
+                asset, created = asset_service.add_file(session, user=user, staged=staged, kind=kind, blobs=blobs,
+                                                        limits=limits, public=public, operator=True)
+        except ServiceError as exc:
+            raise _fail(_detail(exc)) from None
+        finally:
+            staged.path.unlink(missing_ok=True)
+    verb = "Added" if created else "Already there:"
+    console.print(f"[green]{verb} {asset.description}[/] {asset.filename} (id {asset.id}, hash {asset.short_hash}"
+                  f"{', public' if asset.public else ''})", highlight=False)
+
+
+@models_app.command("list")
+def list_models(owner: Annotated[str | None, typer.Option(help="Only this account's models")] = None) -> None:
+    """List uploaded checkpoints and LoRAs (everyone's, or one account's)."""
+    from imagen.accounts.service import account_service
+    from imagen.assets.models import MODEL_KINDS
+    from imagen.assets.service import asset_service, human_bytes
+
+    with _open() as (_settings, db, _blobs), db.transaction() as session:
+        user_id = None
+        if owner is not None:
+            user = account_service.get_by_email(session, owner)
+            if user is None:
+                raise _fail(f"No account with the email {owner}")
+            user_id = user.id
+        rows = [(a, e) for a, e in asset_service.list_all(session, user_id=user_id) if a.kind in MODEL_KINDS]
+    if not rows:
+        console.print("No models.")
+        return
+    table = Table("id", "owner", "kind", "family", "hash", "size", "public", "file", "what")
+    for asset, email in rows:
+        table.add_row(asset.id, email, asset.kind, asset.family or "", asset.short_hash, human_bytes(asset.size_bytes),
+                      "yes" if asset.public else "", asset.filename, asset.description)
+    console.print(table)
+
+
+@models_app.command("remove")
+def remove(asset_id: str) -> None:
+    """Remove a model (its file is deleted once the database change is committed)."""
+    from imagen.assets.service import asset_service
+    from imagen.kit.errors import NotFound
+
+    with _open() as (_settings, db, blobs):
+        try:
+            with db.transaction() as session:
+                asset = asset_service.remove(session, asset_id=asset_id, blobs=blobs)
+        except NotFound:
+            raise _fail(f"No asset with the id {asset_id}") from None
+    console.print(f"[green]Removed {asset.filename}[/] (id {asset.id})", highlight=False)
