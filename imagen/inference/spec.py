@@ -4,16 +4,37 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import Any, Literal
+
+Family = Literal["sd15", "sdxl"]
+PipelineKind = Literal["txt2img", "img2img", "inpaint", "hires_fix"]
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """One model file a job uses, named by content hash so the runtime can check what it loads.
+
+    `blob_key` set: an uploaded single-file `.safetensors` (checkpoint or LoRA) in the blob store.
+    `blob_key` None: a diffusers-format folder under <models>/checkpoints/<name> (the built-in ones).
+    """
+
+    name: str  # built-in folder name, or the asset id of an upload
+    sha256: str
+    family: Family
+    kind: Literal["checkpoint", "lora"] = "checkpoint"
+    blob_key: str | None = None
+    weight: float = 1.0  # LoRA strength; ignored for checkpoints
 
 
 @dataclass(frozen=True)
 class JobSpec:
-    workflow: str
+    pipeline: PipelineKind
     params: dict[str, Any]  # validated, defaults filled, seed resolved
-    checkpoint: str
-    checkpoint_sha256: str
-    init_image: bytes | None = None  # img2img input, when the workflow takes one
+    checkpoint: ModelRef
+    loras: tuple[ModelRef, ...] = ()
+    init_image: bytes | None = None  # clean PNG: img2img/inpaint input
+    mask_image: bytes | None = None  # clean PNG: inpaint mask, white = repaint
 
 
 @dataclass(frozen=True)
@@ -35,8 +56,13 @@ class JobCanceled(Exception):
 
 
 class CheckpointMismatch(Exception):
-    """The checkpoint on disk is not the one the job was submitted for."""
+    """A model file on disk is not the one the job was submitted for."""
+
+
+class ModelLoadError(Exception):
+    """A model file could not be turned into a pipeline (the message is safe to show the user)."""
 
 
 ProgressFn = Callable[[int, int], None]
 CancelFn = Callable[[], bool]
+BlobPathFn = Callable[[str], Path]  # blob key -> a local file path holding those bytes
