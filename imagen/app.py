@@ -28,7 +28,6 @@ from imagen.privacy.policy import render_policy
 from imagen.storage import make_blob_store
 from imagen.web.pages import router as pages_router
 from imagen.workflows.endpoints import router as workflows_router
-from imagen.workflows.library import WorkflowLibrary
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +49,8 @@ def create_app(settings: Settings | None = None, *, run_migrations: bool = True,
         app.state.blobs = make_blob_store(settings)
         app.state.runtime = runtime or Runtime(
             settings.resolved_models_dir, device=settings.device, cache_bytes=settings.model_cache_bytes)
-        app.state.library = WorkflowLibrary()
+        # Uploaded models are read from this app's blob store (a runtime passed in, as in tests, is re-pointed).
+        app.state.runtime.blob_path = app.state.blobs.local_path
         app.state.signals = GenerationSignals()
         app.state.signals.bind(asyncio.get_running_loop())
         app.state.executor = LocalExecutor(db, app.state.runtime, app.state.blobs,

@@ -108,7 +108,7 @@ def generate(
     """Generate one image with the runtime directly (no server, no database)."""
     from imagen.inference.checkpoints import CheckpointNotFound
     from imagen.inference.runtime import Runtime
-    from imagen.inference.spec import JobSpec
+    from imagen.inference.spec import JobSpec, ModelRef
     from imagen.workflows.library import ValidationError, library
 
     try:
@@ -130,8 +130,9 @@ def generate(
         except CheckpointNotFound:
             names = ", ".join(c.name for c in runtime.checkpoints.list())
             raise typer.BadParameter(f"unknown checkpoint; available: {names}", param_hint="--checkpoint") from None
-        spec = JobSpec("txt2img", params, ckpt.name, ckpt.sha256)
-        runtime.pipeline(spec)
+        ref = ModelRef(ckpt.name, ckpt.sha256, ckpt.family)
+        spec = JobSpec("txt2img", params, ref)
+        runtime.load(ref)
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=console) as bar:
         task = bar.add_task("Denoising", total=steps)

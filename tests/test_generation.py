@@ -29,7 +29,7 @@ def test_generation_succeeds_and_stamps_what_made_it(user_client, runtime):
     assert r.status_code == 202 and r.json()["status"] == "queued"
     body = wait_for(user_client, r.json()["id"])
     assert body["status"] == "succeeded" and body["progress"] == 1.0 and body["error"] is None
-    assert body["workflow"] == "txt2img" and body["workflow_version"] == 1
+    assert body["workflow"] == "txt2img" and body["workflow_version"] == 2 and body["pipeline"] == "txt2img"
     assert body["checkpoint_sha256"] == runtime.checkpoints.get("imagen-tiny").sha256
     assert body["consent_model_improvement"] is False
     assert [o["seed"] for o in body["outputs"]] == [42, 43]
@@ -303,3 +303,27 @@ def test_delete_removes_outputs_and_blobs(user_client, app):
     assert not list(app.state.blobs.keys("outputs/"))
     with app.state.db.transaction() as s:
         assert s.scalars(select(Output)).first() is None
+
+
+def test_fair_queue_prefers_a_loaded_checkpoint_only_among_equally_fair_jobs():
+    from datetime import UTC, datetime, timedelta
+
+    from imagen.generation.queue import QueuedJob
+
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+    at = [t0 + timedelta(seconds=i) for i in range(6)]
+    fair = FairQueue()
+    queued = [QueuedJob("a1", "a", at[0], "cold"), QueuedJob("a2", "a", at[1], "warm"),
+              QueuedJob("b1", "b", at[2], "cold"), QueuedJob("c1", "c", at[3], "warm")]
+    # Nobody served yet: all three users are tied, so the oldest warm job goes first.
+    assert fair.choose(queued, {"warm"}).id == "a2"
+    # Without a warm checkpoint, plain fairness: oldest job of the tied users.
+    assert fair.choose(queued, set()).id == "a1"
+    fair.served("a")
+    fair.served("c")
+    # b has waited longest; a warm job of a user who was just served doesn't jump ahead of b.
+    assert fair.choose([j for j in queued if j.id != "c1"], {"warm"}).id == "b1"
+    # Within one user's own jobs, the warm one goes first.
+    fair.served("b")
+    mine = [QueuedJob("a3", "a", at[4], "cold"), QueuedJob("a4", "a", at[5], "warm")]
+    assert fair.choose(mine, {"warm"}).id == "a4"

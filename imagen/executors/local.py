@@ -61,7 +61,8 @@ class LocalExecutor:
             try:
                 self._wake.clear()  # before looking, so a submit that lands meanwhile is not missed
                 with self.db.transaction() as session:
-                    job = generation_service.claim_next(session, fair=self.fair)
+                    job = generation_service.claim_next(
+                        session, fair=self.fair, loaded=self.runtime.loaded_checkpoints())
                     job_id = job.id if job else None
                 if job_id is None:
                     self._wake.wait(self.idle_poll_seconds)

@@ -23,8 +23,10 @@ SSE_POLL_SECONDS = 0.25
 def generation_out(gen: Generation) -> GenerationOut:
     return GenerationOut(
         id=gen.id, status=gen.status, progress=gen.progress, workflow=gen.workflow,
-        workflow_version=gen.workflow_version, params=gen.params, checkpoint=gen.checkpoint,
-        checkpoint_sha256=gen.checkpoint_sha256, consent_model_improvement=gen.consent_model_improvement,
+        workflow_version=gen.workflow_version, pipeline=gen.pipeline, params=gen.params, checkpoint=gen.checkpoint,
+        checkpoint_sha256=gen.checkpoint_sha256,
+        models=[{k: v for k, v in m.items() if k != "blob_key"} for m in gen.models or []],
+        consent_model_improvement=gen.consent_model_improvement,
         outputs=[OutputOut(id=o.id, url=f"/api/v1/outputs/{o.id}", width=o.width, height=o.height, seed=o.seed)
                  for o in gen.outputs],
         error=gen.error, signals=gen.signals, created_at=gen.created_at, started_at=gen.started_at,
@@ -37,7 +39,7 @@ def submit_generation(data: GenerationCreate, user: CurrentUser, session: Sessio
                       request: Request) -> GenerationOut:
     state = request.app.state
     gen = generation_service.submit(
-        session, user=user, workflow_name=data.workflow, params=data.params, library=state.library,
+        session, user=user, workflow_name=data.workflow, params=data.params, preset_id=data.preset,
         checkpoints=state.runtime.checkpoints, blobs=state.blobs, max_queued=settings.max_queued_per_user,
         enqueue=state.executor.submit,
     )

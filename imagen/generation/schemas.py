@@ -11,6 +11,7 @@ class GenerationCreate(BaseModel):
 
     workflow: str = Field(min_length=1, max_length=64)
     params: dict[str, Any] = {}
+    preset: str | None = Field(default=None, max_length=64, description="id of one of your presets to start from")
 
 
 class OutputOut(BaseModel):
@@ -27,9 +28,11 @@ class GenerationOut(BaseModel):
     progress: float
     workflow: str
     workflow_version: int
+    pipeline: str
     params: dict[str, Any]
     checkpoint: str
     checkpoint_sha256: str
+    models: list[dict[str, Any]]  # every model file used: role, id, sha256, family (and weight for LoRAs)
     consent_model_improvement: bool
     outputs: list[OutputOut]
     error: str | None

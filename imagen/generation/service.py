@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from datetime import datetime
 from typing import Any
 
@@ -15,16 +15,17 @@ from sqlalchemy.orm import Session
 
 from imagen.accounts.models import User
 from imagen.consent.service import consent_service
-from imagen.generation.images import BadImage, decode_base64_image
 from imagen.generation.models import ACTIVE_STATUSES, Generation, Output
 from imagen.generation.queue import FairQueue, QueuedJob
-from imagen.inference.checkpoints import CheckpointNotFound, CheckpointRegistry
+from imagen.generation.resolve import ASSET_IMAGE_PREFIX, resolve_image, resolve_models
+from imagen.inference.checkpoints import CheckpointRegistry
 from imagen.inference.spec import ImageResult
 from imagen.kit.db import new_id, run_after_commit, run_after_rollback, utcnow
 from imagen.kit.errors import Conflict, TooManyRequests, Unprocessable, field_error
 from imagen.kit.scoped import get_owned, owned
 from imagen.storage import BlobStore
-from imagen.workflows.library import UnknownWorkflow, WorkflowLibrary
+from imagen.workflows.library import UnknownWorkflow
+from imagen.workflows.service import preset_service, workflow_service
 
 MAX_SEED = 2**32 - 1
 
@@ -33,8 +34,8 @@ def output_key(user_id: str, generation_id: str, index: int) -> str:
     return f"outputs/{user_id}/{generation_id}/{index}.png"
 
 
-def input_key(user_id: str, generation_id: str) -> str:
-    return f"inputs/{user_id}/{generation_id}.png"
+def input_key(user_id: str, generation_id: str, field: str) -> str:
+    return f"inputs/{user_id}/{generation_id}/{field}.png"
 
 
 def encode_cursor(gen: Generation) -> str:
@@ -52,15 +53,17 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
 class GenerationService:
     # ---- user-facing ----
     def submit(
-        self, session: Session, *, user: User, workflow_name: str, params: dict[str, Any],
-        library: WorkflowLibrary, checkpoints: CheckpointRegistry, blobs: BlobStore,
-        max_queued: int, enqueue: Callable[[str], None],
+        self, session: Session, *, user: User, workflow_name: str, params: dict[str, Any], preset_id: str | None,
+        checkpoints: CheckpointRegistry, blobs: BlobStore, max_queued: int, enqueue: Callable[[str], None],
     ) -> Generation:
         try:
-            workflow = library.get(workflow_name)
+            workflow = workflow_service.get(session, workflow_name)
         except UnknownWorkflow:
-            names = ", ".join(w.name for w in library.list())
+            names = ", ".join(w.name for w in workflow_service.list(session))
             raise field_error("workflow", f"unknown workflow {workflow_name!r}; available: {names}") from None
+        if preset_id:
+            params = preset_service.apply(session, user=user, preset_id=preset_id, workflow_name=workflow.name,
+                                          params=params)
         try:
             clean = workflow.validate_params(params)
         except ValidationError as exc:
@@ -68,10 +71,7 @@ class GenerationService:
                 {"loc": ["body", "params", *map(str, e["loc"])], "msg": e["msg"], "type": e["type"]}
                 for e in exc.errors(include_url=False)
             ]) from None
-        try:
-            checkpoint = checkpoints.get(clean["checkpoint"])
-        except CheckpointNotFound:
-            raise field_error("params.checkpoint", f"unknown checkpoint {clean['checkpoint']!r}") from None
+        models = resolve_models(session, user=user, workflow=workflow, params=clean, checkpoints=checkpoints)
         active = session.scalar(
             select(func.count()).select_from(Generation)
             .where(Generation.user_id == user.id, Generation.status.in_(ACTIVE_STATUSES))
@@ -83,21 +83,23 @@ class GenerationService:
             clean["seed"] = secrets.randbelow(MAX_SEED + 1)
         gen = Generation(
             id=new_id(), user_id=user.id, workflow=workflow.name, workflow_version=workflow.version,
-            checkpoint=checkpoint.name, checkpoint_sha256=checkpoint.sha256,
+            pipeline=workflow.pipeline, checkpoint=models.checkpoint.name,
+            checkpoint_sha256=models.checkpoint.sha256, models=models.record(),
             consent_model_improvement=consent_service.is_granted(
                 session, user_id=user.id, purpose="model_improvement"),
             status="queued", progress=0.0,
         )
-        if "init_image" in clean:
-            try:
-                png = decode_base64_image(clean["init_image"])
-            except BadImage as exc:
-                raise field_error("params.init_image", str(exc)) from None
+        for field, column in (("init_image", "input_blob_key"), ("mask_image", "mask_blob_key")):
+            if not clean.get(field):
+                continue
+            png = resolve_image(session, user=user, field=field, value=clean[field], blobs=blobs)
             # The input is transient: kept only until the job ends, referenced by hash in the record.
-            clean["init_image"] = "sha256:" + hashlib.sha256(png).hexdigest()
-            gen.input_blob_key = input_key(user.id, gen.id)
-            blobs.put(gen.input_blob_key, png, "image/png")
-            run_after_rollback(session, blobs.delete, gen.input_blob_key)
+            if not clean[field].startswith(ASSET_IMAGE_PREFIX):
+                clean[field] = "sha256:" + hashlib.sha256(png).hexdigest()
+            key = input_key(user.id, gen.id, field)
+            blobs.put(key, png, "image/png")
+            run_after_rollback(session, blobs.delete, key)
+            setattr(gen, column, key)
         gen.params = clean
         session.add(gen)
         session.flush()
@@ -140,8 +142,7 @@ class GenerationService:
                notify: Callable[[str], None]) -> None:
         gen = self.get(session, user=user, generation_id=generation_id)
         keys = [o.blob_key for o in gen.outputs]
-        if gen.input_blob_key:
-            keys.append(gen.input_blob_key)
+        keys += [k for k in (gen.input_blob_key, gen.mask_blob_key) if k]
         if gen.status in ACTIVE_STATUSES:
             run_after_commit(session, notify, gen.id)
         session.delete(gen)
@@ -152,12 +153,13 @@ class GenerationService:
         return get_owned(session, Output, output_id, user.id, what="Output")
 
     # ---- worker-facing ----
-    def claim_next(self, session: Session, *, fair: FairQueue) -> Generation | None:
+    def claim_next(self, session: Session, *, fair: FairQueue, loaded: Collection[str] = ()) -> Generation | None:
+        """Claim the fairest queued job; `loaded` (checkpoint hashes in memory) breaks ties."""
         rows = session.execute(
-            select(Generation.id, Generation.user_id, Generation.created_at)
+            select(Generation.id, Generation.user_id, Generation.created_at, Generation.checkpoint_sha256)
             .where(Generation.status == "queued").order_by(Generation.created_at).limit(1000)
         ).all()
-        job = fair.choose([QueuedJob(r.id, r.user_id, r.created_at) for r in rows])
+        job = fair.choose([QueuedJob(r.id, r.user_id, r.created_at, r.checkpoint_sha256) for r in rows], loaded)
         if job is None:
             return None
         claimed = session.execute(
@@ -221,9 +223,10 @@ class GenerationService:
         return "requeued"
 
     def _drop_transient_input(self, session: Session, gen: Generation, blobs: BlobStore) -> None:
-        if gen.input_blob_key:
-            run_after_commit(session, blobs.delete, gen.input_blob_key)
-            gen.input_blob_key = None
+        for key in (gen.input_blob_key, gen.mask_blob_key):
+            if key:
+                run_after_commit(session, blobs.delete, key)
+        gen.input_blob_key = gen.mask_blob_key = None
 
 
 generation_service = GenerationService()

@@ -7,9 +7,10 @@ import time
 from collections.abc import Callable
 
 from imagen.generation.models import Generation
+from imagen.generation.resolve import refs_from_record
 from imagen.generation.service import generation_service
 from imagen.inference.runtime import Runtime
-from imagen.inference.spec import CheckpointMismatch, JobCanceled, JobSpec
+from imagen.inference.spec import CheckpointMismatch, JobCanceled, JobSpec, ModelLoadError, ModelRef
 from imagen.kit.db import Database
 from imagen.storage import BlobNotFound, BlobStore
 
@@ -23,8 +24,15 @@ def load_spec(db: Database, blobs: BlobStore, generation_id: str) -> JobSpec | N
         gen = session.get(Generation, generation_id)
         if gen is None or gen.status != "running":
             return None
-        init_image = blobs.get(gen.input_blob_key) if gen.input_blob_key else None
-        return JobSpec(gen.workflow, dict(gen.params), gen.checkpoint, gen.checkpoint_sha256, init_image)
+        if gen.models:
+            checkpoint, loras = refs_from_record(gen.models)
+        else:  # queued before model records existed: always a built-in SD 1.x checkpoint
+            checkpoint, loras = ModelRef(gen.checkpoint, gen.checkpoint_sha256, "sd15"), ()
+        return JobSpec(
+            gen.pipeline, dict(gen.params), checkpoint, loras,
+            init_image=blobs.get(gen.input_blob_key) if gen.input_blob_key else None,
+            mask_image=blobs.get(gen.mask_blob_key) if gen.mask_blob_key else None,
+        )
 
 
 def execute_generation(
@@ -77,8 +85,10 @@ def _execute(
         with db.transaction() as session:
             # Stopped by the user, or by a worker shutting down: then it goes back in the queue.
             return generation_service.stop_running(session, generation_id=generation_id, blobs=blobs)
-    except CheckpointMismatch as exc:
+    except (CheckpointMismatch, ModelLoadError) as exc:
         return _finish(db, blobs, generation_id, "failed", str(exc))
+    except BlobNotFound:
+        return _finish(db, blobs, generation_id, "failed", "A model file this job uses was deleted before it ran")
     except Exception as exc:
         log.exception("generation %s failed", generation_id)
         return _finish(db, blobs, generation_id, "failed", f"Generation failed: {type(exc).__name__}")

@@ -20,6 +20,7 @@ class Checkpoint:
     sha256: str
     builtin: bool
     family: Family = "sd15"
+    in_channels: int = 4  # 9 for inpainting checkpoints
 
 
 class CheckpointNotFound(LookupError):
@@ -73,13 +74,19 @@ def folder_family(folder: Path) -> Family:
     return "sdxl" if "StableDiffusionXL" in class_name else "sd15"
 
 
+def folder_in_channels(folder: Path) -> int:
+    config = folder / "unet" / "config.json"
+    return int(json.loads(config.read_text()).get("in_channels", 4)) if config.is_file() else 4
+
+
 class CheckpointRegistry:
     def __init__(self, models_dir: Path) -> None:
         self.models_dir = models_dir
         self.root = models_dir / "checkpoints"
 
     def _checkpoint(self, folder: Path) -> Checkpoint:
-        return Checkpoint(folder.name, folder, folder_sha256(folder), folder.name in BUILTINS, folder_family(folder))
+        return Checkpoint(folder.name, folder, folder_sha256(folder), folder.name in BUILTINS, folder_family(folder),
+                          folder_in_channels(folder))
 
     def list(self) -> list[Checkpoint]:
         for name in BUILTINS:

@@ -13,9 +13,12 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 
 from imagen.accounts.service import MINIMUM_AGE
+from imagen.assets.service import asset_service
+from imagen.generation.resolve import FAMILY_LABELS
 from imagen.generation.service import generation_service
 from imagen.kit.http import OptionalPrincipalDep, Principal, SessionDep, SettingsDep
 from imagen.privacy.policy import render_policy
+from imagen.workflows.service import preset_service, workflow_service
 
 router = APIRouter(include_in_schema=False)
 templates = Jinja2Templates(directory=Path(__file__).parent / "templates")
@@ -39,7 +42,16 @@ def _number(value: Any) -> Any:
     return value
 
 
+def _filesize(size: int) -> str:
+    for unit in ("bytes", "KB", "MB", "GB"):
+        if size < 1024 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "bytes" else f"{size:.1f} {unit}"
+        size /= 1024
+    return str(size)
+
+
 templates.env.filters["number"] = _number
+templates.env.filters["filesize"] = _filesize
 templates.env.trim_blocks = True
 templates.env.lstrip_blocks = True
 
@@ -77,15 +89,42 @@ def login_page(request: Request, principal: OptionalPrincipalDep) -> Response:
 
 
 @router.get("/generate")
-def generate_page(request: Request, principal: OptionalPrincipalDep, workflow: str | None = None) -> Response:
+def generate_page(request: Request, principal: OptionalPrincipalDep, session: SessionDep,
+                  workflow: str | None = None, preset: str | None = None) -> Response:
     if principal is None:
         return to_login()
-    workflows = request.app.state.library.list()
+    user = principal.user
+    workflows = workflow_service.list(session)
     by_name = {w.name: w for w in workflows}
     selected = by_name.get(workflow or "") or by_name.get("txt2img") or workflows[0]
-    checkpoints = [c.name for c in request.app.state.runtime.checkpoints.list()]
+    presets = [p for p in preset_service.list(session, user=user) if p.workflow == selected.name]
+    chosen = next((p for p in presets if p.id == preset), None)
+    parameters = [
+        p.model_copy(update={"default": chosen.params[p.name]}) if chosen and p.name in chosen.params else p
+        for p in selected.parameters
+    ]
+    models = asset_service.list_models(session, user=user)
+    checkpoints = [{"value": c.name, "label": f"{c.name} (built-in, {FAMILY_LABELS[c.family]})", "family": c.family}
+                   for c in request.app.state.runtime.checkpoints.list() if c.family in selected.families]
+    checkpoints += [{"value": a.id, "label": f"{a.filename} [{a.short_hash}] ({FAMILY_LABELS[a.family]})",
+                     "family": a.family} for a in models if a.kind == "checkpoint" and a.family in selected.families]
+    loras = [{"value": a.id, "label": f"{a.filename} [{a.short_hash}] ({FAMILY_LABELS[a.family]})",
+              "family": a.family} for a in models if a.kind == "lora"]
+    references = asset_service.list(session, user=user, kind="reference_image")
     return render(request, "generate.html", principal, workflows=workflows, workflow=selected,
-                  checkpoints=checkpoints)
+                  parameters=parameters, checkpoints=checkpoints, loras=loras, references=references,
+                  presets=presets, preset=chosen)
+
+
+@router.get("/models")
+def models_page(request: Request, principal: OptionalPrincipalDep, session: SessionDep,
+                settings: SettingsDep) -> Response:
+    if principal is None:
+        return to_login()
+    assets = asset_service.list(session, user=principal.user)
+    used = asset_service.used_bytes(session, user_id=principal.user.id)
+    return render(request, "models.html", principal, assets=assets, used=used,
+                  quota=settings.user_storage_quota_bytes)
 
 
 @router.get("/gallery")

@@ -4,6 +4,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Request, status
 
+from imagen.assets.service import asset_service
 from imagen.kit.http import AdminUser, CurrentUser, SessionDep
 from imagen.workflows.models import Preset
 from imagen.workflows.schemas import PresetCreate, PresetOut, WorkflowOut
@@ -63,9 +64,20 @@ def delete_preset(preset_id: str, user: CurrentUser, session: SessionDep) -> Non
 
 
 @router.get("/models")
-def list_models(request: Request, _user: CurrentUser) -> list[dict[str, Any]]:
-    return [
-        {"name": c.name, "kind": "checkpoint", "family": "sd15", "sha256": c.sha256,
-         "short_hash": c.sha256[:10], "builtin": c.builtin}
+def list_models(request: Request, user: CurrentUser, session: SessionDep) -> list[dict[str, Any]]:
+    """Built-in checkpoints by name, then the caller's own and published uploads by asset id.
+
+    `id` is what the generation parameters take (`checkpoint`, `loras[].id`)."""
+    builtin = [
+        {"id": c.name, "name": c.name, "kind": "checkpoint", "family": c.family, "sha256": c.sha256,
+         "short_hash": c.sha256[:10], "builtin": True, "public": True, "owned": False}
         for c in request.app.state.runtime.checkpoints.list()
     ]
+    uploaded = [
+        {"id": a.id, "name": a.filename, "kind": a.kind, "family": a.family, "sha256": a.sha256,
+         "short_hash": a.short_hash, "builtin": False, "public": a.public, "owned": a.user_id == user.id,
+         "description": a.description, "size_bytes": a.size_bytes,
+         "in_channels": (a.details or {}).get("in_channels")}
+        for a in asset_service.list_models(session, user=user)
+    ]
+    return builtin + uploaded

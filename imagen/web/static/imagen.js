@@ -163,7 +163,14 @@
     for (const el of form.querySelectorAll("[data-param]")) {
       const type = el.dataset.type;
       if (type === "image") {
+        const pick = form.querySelector(`.reference-pick[data-for="${el.name}"]`);
         if (el.files && el.files[0]) params[el.name] = await readAsDataURL(el.files[0]);
+        else if (pick && pick.value) params[el.name] = pick.value;
+      } else if (type === "loras") {
+        params[el.dataset.name] = Array.from(el.querySelectorAll(".lora-rows .lora-row")).map((row) => ({
+          id: row.querySelector(".lora-id").value,
+          weight: Number(row.querySelector(".lora-weight").value),
+        }));
       } else if (type === "integer" || type === "number") {
         if (el.value.trim() !== "") params[el.name] = Number(el.value);
       } else if (type === "boolean") {
@@ -175,6 +182,105 @@
     return params;
   }
 
+  function setupLoras(form) {
+    for (const box of form.querySelectorAll(".loras")) {
+      const rows = box.querySelector(".lora-rows");
+      const template = box.querySelector("template.lora-row");
+      const add = box.querySelector(".add-lora");
+      if (!add || !template) continue;
+      add.addEventListener("click", () => {
+        const row = template.content.firstElementChild.cloneNode(true);
+        row.querySelector(".remove-lora").addEventListener("click", () => row.remove());
+        rows.append(row);
+      });
+    }
+  }
+
+  function setupPresets(form, box) {
+    const picker = document.getElementById("preset");
+    if (picker) picker.addEventListener("change", () => picker.form.submit());
+    const save = document.getElementById("save-preset");
+    if (!save) return;
+    save.addEventListener("click", async () => {
+      const name = window.prompt("Name for this preset");
+      if (!name) return;
+      clearErrors(form, box);
+      const params = await collectParams(form);
+      for (const key of Object.keys(params)) {
+        // Presets hold settings, not pictures or the prompt itself.
+        if (key === "prompt" || key === "init_image" || key === "mask_image") delete params[key];
+      }
+      const r = await api("POST", "/api/v1/presets", { name, workflow: form.dataset.workflow, params });
+      if (!r.ok) { showErrors(box, form, r.status, r.data && r.data.detail); return; }
+      const url = new URL(window.location.href);
+      url.searchParams.set("workflow", form.dataset.workflow);
+      url.searchParams.set("preset", r.data.id);
+      window.location.assign(url.toString());
+    });
+  }
+
+  // ---- models and reference images ----
+  function uploadWithProgress(form, onProgress) {
+    return new Promise((resolve, reject) => {
+      const xhr = new XMLHttpRequest();
+      xhr.open("POST", "/api/v1/assets");
+      xhr.setRequestHeader("Accept", "application/json");
+      xhr.setRequestHeader("X-CSRF-Token", cookie(CSRF_COOKIE));
+      xhr.upload.onprogress = (event) => { if (event.lengthComputable) onProgress(event.loaded / event.total); };
+      xhr.onload = () => {
+        let data = null;
+        try { data = JSON.parse(xhr.responseText); } catch (_) { data = { detail: xhr.responseText }; }
+        resolve({ ok: xhr.status >= 200 && xhr.status < 300, status: xhr.status, data });
+      };
+      xhr.onerror = () => reject(new Error("network error"));
+      const body = new FormData();
+      body.append("kind", form.elements.kind.value);
+      if (form.elements.public && form.elements.public.checked) body.append("public", "true");
+      body.append("file", form.elements.file.files[0]);
+      xhr.send(body);
+    });
+  }
+
+  function setupModels() {
+    const form = document.getElementById("upload-form");
+    if (form) {
+      const box = errorBox();
+      const bar = document.getElementById("upload-progress");
+      const text = document.getElementById("upload-status");
+      form.addEventListener("submit", async (event) => {
+        event.preventDefault();
+        clearErrors(form, box);
+        if (!form.elements.file.files.length) { showErrors(box, form, 0, "Choose a file to upload."); return; }
+        const button = form.querySelector("button[type=submit]");
+        button.disabled = true;
+        bar.hidden = false;
+        try {
+          const r = await uploadWithProgress(form, (p) => {
+            bar.value = p;
+            text.textContent = p < 1 ? `Uploading… ${Math.round(p * 100)}%` : "Checking the file…";
+          });
+          if (r.ok) { window.location.reload(); return; }
+          text.textContent = "";
+          showErrors(box, form, r.status, r.data && r.data.detail);
+        } catch (err) {
+          showErrors(box, form, 0, `Could not upload: ${err}`);
+        } finally {
+          button.disabled = false;
+        }
+      });
+    }
+    for (const button of document.querySelectorAll(".delete-asset")) {
+      button.addEventListener("click", async () => {
+        if (!window.confirm("Delete this file? Generations that already used it keep their images.")) return;
+        button.disabled = true;
+        const r = await api("DELETE", `/api/v1/assets/${encodeURIComponent(button.dataset.assetId)}`);
+        if (r.ok || r.status === 404) { window.location.reload(); return; }
+        showErrors(errorBox(), null, r.status, r.data && r.data.detail);
+        button.disabled = false;
+      });
+    }
+  }
+
   function setupGenerate() {
     const form = document.getElementById("generate-form");
     if (!form) return;
@@ -182,6 +288,8 @@
     picker.addEventListener("change", () => picker.form.submit());
 
     const box = errorBox();
+    setupLoras(form);
+    setupPresets(form, box);
     const submit = document.getElementById("submit");
     const cancel = document.getElementById("cancel");
     const statusText = document.getElementById("status");
@@ -266,6 +374,13 @@
       submit.disabled = true;
       try {
         const params = await collectParams(form);
+        for (const el of form.querySelectorAll("[data-param][data-required]")) {
+          if (!(el.name in params)) {
+            showErrors(box, form, 0, `${fieldLabel(form, el.name)}: choose an image`);
+            submit.disabled = false;
+            return;
+          }
+        }
         const r = await api("POST", "/api/v1/generations", { workflow: form.dataset.workflow, params });
         if (!r.ok) {
           showErrors(box, form, r.status, r.data && r.data.detail);
@@ -318,5 +433,6 @@
     setupLogin();
     setupGenerate();
     setupGallery();
+    setupModels();
   });
 })();
