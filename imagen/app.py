@@ -23,6 +23,7 @@ from imagen.kit import migrate
 from imagen.kit.config import Settings, get_settings
 from imagen.kit.db import Database
 from imagen.kit.errors import ServiceError
+from imagen.notifications.endpoints import router as notifications_router
 from imagen.privacy.endpoints import router as privacy_router
 from imagen.privacy.policy import render_policy
 from imagen.storage import make_blob_store
@@ -74,8 +75,8 @@ def create_app(settings: Settings | None = None, *, run_migrations: bool = True,
     def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    for router in (accounts_router, workflows_router, generation_router, privacy_router, pages_router):
+    for router in (accounts_router, assets_router, workflows_router, generation_router, privacy_router,
+                   notifications_router, pages_router):
         app.include_router(router)
-    app.include_router(assets_router)
     app.mount("/static", StaticFiles(directory=Path(__file__).parent / "web" / "static"), name="static")
     return app

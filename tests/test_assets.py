@@ -499,3 +499,23 @@ def test_cli_add_list_remove(cli_env):
     assert len([p for p in blobs.rglob("*") if p.is_file()]) == 1
     runner.invoke(cli, ["models", "remove", ids["base model.safetensors"]])
     assert "No models" in runner.invoke(cli, ["models", "list"]).output
+
+
+def test_cli_add_without_owner_uses_the_first_admin(cli_env):
+    from imagen.cli import app as cli
+
+    runner = CliRunner()
+    lora = _save(cli_env / "style.safetensors", KOHYA_SD15)
+    refused = runner.invoke(cli, ["models", "add", str(lora)])
+    assert refused.exit_code != 0 and "No admin account" in refused.output
+    assert runner.invoke(cli, ["admin", "create-user", "user@example.com", "--password", "Sturdy-passphrase-42"]
+                         ).exit_code == 0
+    assert runner.invoke(cli, ["admin", "create-user", "op@example.com", "--admin", "--password",
+                               "Sturdy-passphrase-42"]).exit_code == 0
+    added = runner.invoke(cli, ["models", "add", str(lora)])
+    assert added.exit_code == 0, added.output
+    wide = {"COLUMNS": "250"}
+    listed = runner.invoke(cli, ["models", "list", "--owner", "op@example.com"], env=wide)
+    assert "style.safetensors" in listed.output
+    assert "style.safetensors" not in runner.invoke(
+        cli, ["models", "list", "--owner", "user@example.com"], env=wide).output

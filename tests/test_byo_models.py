@@ -82,11 +82,14 @@ def test_uploaded_checkpoint_and_lora_weight_zero_is_the_base_image(user_client,
     assert all("blob_key" not in m for m in full["models"])
 
 
-def test_switching_lora_does_not_reload_the_checkpoint(user_client, tiny_files):
+def test_switching_lora_does_not_reload_the_checkpoint(user_client, tiny_files, runtime):
     ckpt = upload(user_client, tiny_files["sd15_checkpoint"], "checkpoint")
     lora_a = upload(user_client, tiny_files["sd15_lora"], "lora")
     lora_b = upload(user_client, tiny_files["sd15_lora_b"], "lora")
-    generate(user_client, checkpoint=ckpt["id"], loras=[{"id": lora_a["id"], "weight": 0.8}])
+    runtime.cache.clear()  # the runtime is shared by the whole run: start this test cold
+    first = generate(user_client, checkpoint=ckpt["id"], loras=[{"id": lora_a["id"], "weight": 0.8}])
+    assert first["signals"]["checkpoint_loaded_now"] is True
+    assert first["signals"]["loras_loaded_now"] == [lora_a["sha256"]]
     second = generate(user_client, checkpoint=ckpt["id"], loras=[{"id": lora_b["id"], "weight": 0.8}])
     assert second["signals"]["checkpoint_loaded_now"] is False
     assert second["signals"]["loras_loaded_now"] == [lora_b["sha256"]]

@@ -67,6 +67,10 @@ class AccountService:
     def get_by_email(self, session: Session, email: str) -> User | None:
         return session.scalars(select(User).where(User.email == email.strip().lower())).first()
 
+    def first_admin(self, session: Session) -> User | None:
+        """The operator's account: the oldest admin."""
+        return session.scalars(select(User).where(User.role == "admin").order_by(User.created_at, User.id)).first()
+
     def signup(
         self, session: Session, *, data: SignupRequest, current_policy_version: str, client: ClientInfo,
         today: date | None = None,

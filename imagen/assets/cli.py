@@ -79,7 +79,7 @@ def _stage(source: Path, staging: Path) -> Any:
 @models_app.command("add")
 def add(
     file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, readable=True, help="a .safetensors file")],
-    owner: Annotated[str, typer.Option(help="Email of the account that will own it")],
+    owner: Annotated[str | None, typer.Option(help="Email of the owning account; default: the first admin")] = None,
     kind: Annotated[str | None, typer.Option(help="checkpoint or lora; detected from the file when omitted")] = None,
     public: Annotated[bool, typer.Option("--public", help="Publish it: every user may use it")] = False,
     ignore_quota: Annotated[bool, typer.Option("--ignore-quota", help="Do not count it against the quota")] = False,
@@ -107,9 +107,11 @@ def add(
         if ignore_quota:
             limits = UploadLimits(limits.model_bytes, limits.image_bytes, None)
         with db.transaction() as session:
-            user = account_service.get_by_email(session, owner)
+            user = account_service.get_by_email(session, owner) if owner else account_service.first_admin(session)
         if user is None:
-            raise _fail(f"No account with the email {owner}")
+            raise _fail(f"No account with the email {owner}" if owner else "No admin account yet: create one with "
+                        "`imagen admin create-user EMAIL --admin`, or pass --owner")
+        owner_id = user.id
         limit, why = limits.per_file(kind or "checkpoint")
         if file.stat().st_size > limit:
             raise _fail(f"{file.name} is {human_bytes(file.stat().st_size)}, more than {why} "
@@ -117,7 +119,7 @@ def add(
         staged = _stage(file, blobs.staging_dir())
         try:
             with db.transaction() as session:
-                user = account_service.get_by_email(session, owner)
+                user = session.get(type(user), owner_id)
                 asset, created = asset_service.add_file(session, user=user, staged=staged, kind=kind, blobs=blobs,
                                                         limits=limits, public=public, operator=True)
         except ServiceError as exc:
