@@ -129,6 +129,19 @@ def signup(client: TestClient, email: str = "ada@example.com", **overrides: Any)
 
 
 @pytest.fixture
+def cli_env(tmp_path: Path, models_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """The CLI reads settings from the environment: point it at a fresh data folder (SQLite) and the shared models."""
+    from imagen.kit.config import get_settings
+
+    monkeypatch.setenv("IMAGEN_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("IMAGEN_MODELS_DIR", str(models_dir))
+    monkeypatch.delenv("IMAGEN_DATABASE_URL", raising=False)
+    get_settings.cache_clear()
+    yield tmp_path
+    get_settings.cache_clear()
+
+
+@pytest.fixture
 def user_client(client: TestClient) -> TestClient:
     signup(client)
     return client

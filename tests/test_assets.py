@@ -441,18 +441,6 @@ def test_delete_removes_row_and_blob(user_client, app, settings, tmp_path):
 # CLI
 
 
-@pytest.fixture
-def cli_env(tmp_path, models_dir, monkeypatch):
-    from imagen.kit.config import get_settings
-
-    monkeypatch.setenv("IMAGEN_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.setenv("IMAGEN_MODELS_DIR", str(models_dir))
-    monkeypatch.delenv("IMAGEN_DATABASE_URL", raising=False)
-    get_settings.cache_clear()
-    yield tmp_path
-    get_settings.cache_clear()
-
-
 def test_cli_add_list_remove(cli_env):
     from imagen.cli import app as cli
 

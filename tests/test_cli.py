@@ -16,16 +16,6 @@ from imagen.kit.config import get_settings
 from imagen.kit.db import Database
 
 
-@pytest.fixture
-def cli_env(tmp_path, models_dir, monkeypatch):
-    monkeypatch.setenv("IMAGEN_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.setenv("IMAGEN_MODELS_DIR", str(models_dir))
-    monkeypatch.delenv("IMAGEN_DATABASE_URL", raising=False)
-    get_settings.cache_clear()
-    yield tmp_path
-    get_settings.cache_clear()
-
-
 def test_db_upgrade_and_create_user_with_prompted_password(cli_env):
     runner = CliRunner()
     assert runner.invoke(app, ["db", "upgrade"]).exit_code == 0

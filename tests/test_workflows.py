@@ -14,7 +14,6 @@ from typer.testing import CliRunner
 
 from imagen.accounts.models import User
 from imagen.cli import app as cli_app
-from imagen.kit.config import get_settings
 from imagen.kit.errors import NotFound, Unprocessable
 from imagen.workflows.library import (
     PIPELINE_PARAMETERS,
@@ -319,16 +318,6 @@ def test_apply_merges_the_request_over_the_preset(client, new_client):
 
 
 # ---- the CLI ----
-
-@pytest.fixture
-def cli_env(tmp_path, models_dir, monkeypatch):
-    monkeypatch.setenv("IMAGEN_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.setenv("IMAGEN_MODELS_DIR", str(models_dir))
-    monkeypatch.delenv("IMAGEN_DATABASE_URL", raising=False)
-    get_settings.cache_clear()
-    yield tmp_path
-    get_settings.cache_clear()
-
 
 def test_cli_list_show_validate_publish(cli_env):
     runner = CliRunner()

@@ -498,10 +498,7 @@ def load_single_file_pipeline(
     """
     from diffusers import (
         AutoencoderKL,
-        StableDiffusionPipeline,
-        StableDiffusionXLPipeline,
         UNet2DConditionModel,
-        schedulers,
     )
     from diffusers.loaders.single_file_utils import (
         convert_ldm_unet_checkpoint,
@@ -552,9 +549,17 @@ def load_single_file_pipeline(
         for component in components:
             _fill(component, f, device=device, dtype=dtype)
 
+    return assemble_pipeline(family, unet=unet, vae=vae, text_encoders=text_encoders)
+
+
+def assemble_pipeline(family: Family, *, unet: Any, vae: Any, text_encoders: list[Any]) -> Any:
+    """The family's pipeline around loaded models, with the packaged scheduler and the real CLIP tokenizers."""
+    from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline, schedulers
+
+    settings = family_settings(family)
     scheduler_config = dict(settings["scheduler"])
     scheduler = getattr(schedulers, scheduler_config.pop("_class_name")).from_config(scheduler_config)
-    tokenizers = [clip_tokenizer(t["tokenizer"]) for t in te_settings]
+    tokenizers = [clip_tokenizer(t["tokenizer"]) for t in settings["text_encoders"]]
     pipe: StableDiffusionPipeline | StableDiffusionXLPipeline
     if family == "sd15":
         pipe = StableDiffusionPipeline(

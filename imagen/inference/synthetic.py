@@ -11,13 +11,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from imagen.inference.clip_tokenizer import VOCAB_SIZE, clip_tokenizer
+from imagen.inference.clip_tokenizer import VOCAB_SIZE
 from imagen.inference.single_file import (
     SD15_TE_PREFIX,
     SDXL_TE1_PREFIX,
     SDXL_TE2_PREFIX,
     UNET_PREFIX,
     VAE_PREFIX,
+    assemble_pipeline,
     family_settings,
     open_clip_key_to_ldm,
     unet_key_to_ldm,
@@ -108,14 +109,10 @@ def build_tiny_pipeline(
     import torch
     from diffusers import (
         AutoencoderKL,
-        StableDiffusionPipeline,
-        StableDiffusionXLPipeline,
         UNet2DConditionModel,
-        schedulers,
     )
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
-    settings = family_settings(family)
     te_kwargs = text_encoder_kwargs(family)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -128,20 +125,7 @@ def build_tiny_pipeline(
     for model in (unet, vae, *text_encoders):
         model.eval()
 
-    scheduler_config = dict(settings["scheduler"])
-    scheduler = getattr(schedulers, scheduler_config.pop("_class_name")).from_config(scheduler_config)
-    tokenizers = [clip_tokenizer(t["tokenizer"]) for t in settings["text_encoders"]]
-    pipe: StableDiffusionPipeline | StableDiffusionXLPipeline
-    if family == "sd15":
-        pipe = StableDiffusionPipeline(
-            vae=vae, text_encoder=text_encoders[0], tokenizer=tokenizers[0], unet=unet, scheduler=scheduler,
-            safety_checker=None, feature_extractor=None, requires_safety_checker=False)
-    else:
-        pipe = StableDiffusionXLPipeline(
-            vae=vae, text_encoder=text_encoders[0], text_encoder_2=text_encoders[1], tokenizer=tokenizers[0],
-            tokenizer_2=tokenizers[1], unet=unet, scheduler=scheduler, add_watermarker=False)
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
+    return assemble_pipeline(family, unet=unet, vae=vae, text_encoders=text_encoders)
 
 
 def _open_clip_state_dict(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
