@@ -14,9 +14,11 @@ from fastapi.staticfiles import StaticFiles
 
 from imagen.accounts.endpoints import router as accounts_router
 from imagen.assets.endpoints import router as assets_router
+from imagen.consent.endpoints import router as consent_router
 from imagen.consent.service import consent_service
 from imagen.executors.local import LocalExecutor
 from imagen.generation.endpoints import router as generation_router
+from imagen.generation.marketing_endpoints import router as marketing_router
 from imagen.generation.signals import GenerationSignals
 from imagen.inference.runtime import Runtime
 from imagen.kit import migrate
@@ -24,8 +26,12 @@ from imagen.kit.config import Settings, get_settings
 from imagen.kit.db import Database
 from imagen.kit.errors import ServiceError
 from imagen.notifications.endpoints import router as notifications_router
+from imagen.privacy.centre import router as privacy_centre_router
 from imagen.privacy.endpoints import router as privacy_router
+from imagen.privacy.me_endpoints import router as privacy_me_router
 from imagen.privacy.policy import render_policy
+from imagen.privacy.requests.endpoints import router as privacy_requests_router
+from imagen.privacy.retention import RetentionScheduler
 from imagen.storage import make_blob_store
 from imagen.web.pages import router as pages_router
 from imagen.workflows.endpoints import router as workflows_router
@@ -58,9 +64,12 @@ def create_app(settings: Settings | None = None, *, run_migrations: bool = True,
                                            on_change=app.state.signals.notify)
         if settings.worker_autostart:
             app.state.executor.start()
+        app.state.retention = RetentionScheduler(db, app.state.blobs, settings)
+        app.state.retention.start()
         try:
             yield
         finally:
+            app.state.retention.stop()
             app.state.executor.stop()
             db.dispose()
 
@@ -76,7 +85,8 @@ def create_app(settings: Settings | None = None, *, run_migrations: bool = True,
         return {"status": "ok"}
 
     for router in (accounts_router, assets_router, workflows_router, generation_router, privacy_router,
-                   notifications_router, pages_router):
+                   notifications_router, privacy_centre_router, privacy_requests_router, consent_router,
+                   marketing_router, privacy_me_router, pages_router):
         app.include_router(router)
     app.mount("/static", StaticFiles(directory=Path(__file__).parent / "web" / "static"), name="static")
     return app

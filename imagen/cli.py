@@ -11,7 +11,11 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from imagen.assets.cli import models_app
+from imagen.consent.cli import policy_app
 from imagen.kit.config import get_settings
+from imagen.privacy.cli import privacy_app
+from imagen.privacy.records_cli import records_app
+from imagen.privacy.retention_cli import retention_app
 from imagen.workflows.cli import workflows_app
 
 app = typer.Typer(help="IMAGEN: a self-hostable, multi-user image-generation service.", no_args_is_help=True)
@@ -21,6 +25,10 @@ app.add_typer(db_app, name="db")
 app.add_typer(admin_app, name="admin")
 app.add_typer(models_app, name="models")
 app.add_typer(workflows_app, name="workflows")
+app.add_typer(policy_app, name="policy")
+app.add_typer(retention_app, name="retention")
+app.add_typer(records_app, name="records")
+app.add_typer(privacy_app, name="privacy")
 console = Console()
 
 
@@ -84,7 +92,8 @@ def create_user(
                                                   text=render_policy(settings))
             user = account_service.create_user(
                 session, email=email, password=password, role="admin" if admin else "user",
-                date_of_birth=dob, country=country.upper(), policy_version=settings.policy_version)
+                date_of_birth=dob, country=country.upper(),
+                policy_version=consent_service.current_version(session).version)
     except ServiceError as exc:
         detail = exc.detail if isinstance(exc.detail, str) else exc.detail[0]["msg"]
         console.print(f"[red]{detail}[/]")

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from fastapi import APIRouter, Response, status
+from fastapi import APIRouter, Request, Response, status
 from fastapi.responses import JSONResponse
 from sqlalchemy.orm import Session
 
@@ -15,7 +15,8 @@ from imagen.accounts.schemas import (
     SignupRequest,
 )
 from imagen.accounts.service import NewSession, account_service
-from imagen.consent.service import consent_service
+from imagen.consent.cookies import cookie_choice
+from imagen.consent.service import consent_service, parse_defaults
 from imagen.kit.config import Settings
 from imagen.kit.http import (
     CSRF_COOKIE,
@@ -36,6 +37,9 @@ def account_out(session: Session, user: User) -> AccountOut:
     out.consents = {p: r.granted for p, r in current.items() if p != "policy_acceptance"}
     accepted = current.get("policy_acceptance")
     out.policy_version_accepted = accepted.policy_version if accepted else None
+    policy = consent_service.policy_status(session, user_id=user.id)
+    out.policy_version_current = policy.current.version
+    out.policy_acceptance_required = policy.acceptance_required
     return out
 
 
@@ -50,9 +54,11 @@ def set_session_cookies(response: Response, new: NewSession, settings: Settings)
 
 @router.post("/auth/signup", status_code=status.HTTP_201_CREATED, response_model=AuthResponse)
 def signup(data: SignupRequest, session: SessionDep, settings: SettingsDep, client: ClientDep,
-           response: Response) -> AuthResponse:
-    user = account_service.signup(session, data=data, current_policy_version=settings.policy_version,
-                                  client=client)
+           request: Request, response: Response) -> AuthResponse:
+    user = account_service.signup(
+        session, data=data, current_policy_version=consent_service.current_version(session).version,
+        client=client, consent_defaults=parse_defaults(settings.consent_defaults_elsewhere),
+        analytics_cookie=cookie_choice(request))
     new = account_service.start_session(session, user=user, client=client, days=settings.session_days)
     set_session_cookies(response, new, settings)
     return AuthResponse(account=account_out(session, user), csrf_token=new.login_session.csrf_token)

@@ -6,10 +6,13 @@ from pydantic import BaseModel, ConfigDict, EmailStr, Field
 
 
 class SignupConsents(BaseModel):
+    """Left out: the regional default (always off in the EU/EEA, UK and Switzerland)."""
+
     model_config = ConfigDict(extra="forbid")
 
-    model_improvement: bool = False
-    marketing_emails: bool = False
+    model_improvement: bool | None = None
+    marketing_emails: bool | None = None
+    analytics: bool | None = None
 
 
 class SignupRequest(BaseModel):
@@ -40,6 +43,10 @@ class AccountOut(BaseModel):
     created_at: datetime
     consents: dict[str, bool] = {}
     policy_version_accepted: str | None = None
+    # After a material policy change: writes are refused until the current version is accepted
+    # (POST /api/v1/me/policy-acceptance).
+    policy_version_current: str | None = None
+    policy_acceptance_required: bool = False
 
 
 class AuthResponse(BaseModel):

@@ -73,9 +73,15 @@ class AccountService:
 
     def signup(
         self, session: Session, *, data: SignupRequest, current_policy_version: str, client: ClientInfo,
-        today: date | None = None,
+        today: date | None = None, consent_defaults: frozenset[str] = frozenset(),
+        analytics_cookie: bool | None = None,
     ) -> User:
-        """Validate everything before writing anything: a refused sign-up stores nothing."""
+        """Validate everything before writing anything: a refused sign-up stores nothing.
+
+        A consent left out of the request takes the regional default (off in the EU/EEA, UK and Switzerland;
+        `consent_defaults` elsewhere), recorded with source "signup_default". Analytics is recorded only when
+        chosen, here or earlier in the cookie banner (`analytics_cookie`).
+        """
         today = today or utcnow().date()
         email = data.email.strip().lower()
         if data.date_of_birth > today or data.date_of_birth.year < 1900:
@@ -107,10 +113,17 @@ class AccountService:
         record = consent_service.record
         record(session, user_id=user.id, purpose="policy_acceptance", granted=True,
                policy_version=current_policy_version, source="signup")
-        record(session, user_id=user.id, purpose="model_improvement", granted=data.consents.model_improvement,
-               policy_version=current_policy_version, source="signup")
-        record(session, user_id=user.id, purpose="marketing_emails", granted=data.consents.marketing_emails,
-               policy_version=current_policy_version, source="signup")
+        for purpose in ("model_improvement", "marketing_emails"):
+            chosen = getattr(data.consents, purpose)
+            granted = chosen if chosen is not None else consent_service.default_for(
+                country=country, purpose=purpose, elsewhere=consent_defaults)
+            record(session, user_id=user.id, purpose=purpose, granted=granted, policy_version=current_policy_version,
+                   source="signup" if chosen is not None else "signup_default")
+        analytics = data.consents.analytics if data.consents.analytics is not None else analytics_cookie
+        if analytics is not None:
+            record(session, user_id=user.id, purpose="analytics", granted=analytics,
+                   policy_version=current_policy_version,
+                   source="signup" if data.consents.analytics is not None else "cookie_banner")
         self.log_event(session, kind="signup", client=client, user_id=user.id, email=email)
         return user
 
@@ -141,8 +154,9 @@ class AccountService:
         user = self.get_by_email(session, email)
         password_ok = verify_password(user.password_hash if user else None, password)  # same cost either way
         if user is None or not password_ok:
+            # An address with no account is not kept: it may be an erased user's, or someone else's typo.
             self.log_event(session, kind="login_failed", client=client,
-                           user_id=user.id if user else None, email=email.strip().lower()[:320])
+                           user_id=user.id if user else None, email=user.email if user else None)
             return None, "Email or password is incorrect"
         if user.suspended_at is not None:
             self.log_event(session, kind="login_refused_suspended", client=client, user_id=user.id)

@@ -7,7 +7,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PLACEHOLDER_SECRETS = {"", "changeme", "change-me", "secret", "changethis", "dev", "development", "test"}
@@ -47,7 +47,59 @@ class Settings(BaseSettings):
     policy_version: str = "2026-04-29"
     privacy_response_days: int = 30
 
+    # Retention and records (policy §7, §9): how long each category is kept once it is no longer needed.
+    # 0 purges as soon as a row becomes eligible; `imagen retention run` and the server's schedule apply them.
+    retention_interval_hours: float = Field(default=24.0, ge=0, description="0 disables the scheduled purge")
+    retention_security_log_days: int = Field(default=365, ge=0)
+    retention_expired_sessions_days: int = Field(default=7, ge=0)
+    retention_failed_generations_days: int = Field(default=30, ge=0)
+    retention_read_notifications_days: int = Field(default=180, ge=0)
+    retention_outbound_emails_days: int = Field(default=90, ge=0)
+    retention_exports_days: int = Field(default=30, ge=0)
+    retention_privacy_requests_days: int = Field(default=730, ge=0)
+    retention_erasure_log_days: int = Field(default=730, ge=0)
+    retention_orphan_input_hours: float = Field(default=1.0, ge=0)
+    breach_regulator_hours: int = Field(default=72, ge=1)
+
+    # Privacy requests and mail (policy §8). The response deadline is privacy_response_days above.
+    privacy_max_response_days: int = Field(default=90, ge=1, description="legal maximum with extensions (GDPR)")
+    privacy_due_soon_days: int = Field(default=7, ge=0)
+    privacy_code_ttl_hours: float = Field(default=24.0, gt=0)
+    privacy_code_max_attempts: int = Field(default=5, ge=1)
+    privacy_code_resend_seconds: int = Field(default=60, ge=0)
+    privacy_public_requests_per_day: int = Field(default=5, ge=1, description="per email address (429 beyond)")
+    mail_backend: Literal["outbox", "smtp"] = "outbox"
+    mail_from: str | None = None  # defaults to contact_email
+    smtp_host: str = "localhost"
+    smtp_port: int = 587
+    smtp_username: str | None = None
+    smtp_password: str | None = None
+    smtp_starttls: bool = True
+    smtp_ssl: bool = False
+    smtp_timeout: float = 10.0
+
+    # Consent and policy (policy §3, §6, §4.1, §11)
+    # Outside the EU/EEA, the UK and Switzerland (where everything is opt-in), these purposes start granted
+    # until the user chooses: comma-separated, from model_improvement, marketing_emails, analytics.
+    consent_defaults_elsewhere: str = ""
+    cookie_consent_days: int = Field(default=180, ge=1, description="lifetime of the cookie-choice cookie")
+    hosting_provider: str = Field(default="", description="company hosting this server, listed in policy §4.1")
+
+    # Privacy core (policy §7, §8): exports, erasure and the background step that runs due erasures
+    export_expiry_days: int = Field(default=7, ge=1, description="how long an export's download link works")
+    erasure_grace_days: int = Field(default=0, ge=0, description="0 erases at once; >0 schedules it, cancellable")
+    privacy_jobs_interval_seconds: float = Field(default=300.0, ge=0, description="0 disables the schedule")
+
     worker_autostart: bool = Field(default=True, description="start the in-process worker with the app")
+
+    @field_validator("consent_defaults_elsewhere")
+    @classmethod
+    def _known_consent_purposes(cls, value: str) -> str:
+        purposes = {p.strip() for p in value.split(",") if p.strip()}
+        if unknown := purposes - {"model_improvement", "marketing_emails", "analytics"}:
+            raise ValueError(f"unknown consent purposes {sorted(unknown)}; use model_improvement, "
+                             "marketing_emails, analytics")
+        return ",".join(sorted(purposes))
 
     @model_validator(mode="after")
     def _refuse_placeholder_secret_in_production(self) -> Settings:

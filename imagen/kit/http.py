@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 
 from imagen.accounts.models import LoginSession, User
 from imagen.accounts.service import ClientInfo, account_service
+from imagen.consent.service import consent_service
 from imagen.kit.config import Settings
 from imagen.kit.errors import Forbidden, Unauthorized
 
@@ -24,6 +25,7 @@ def get_db_session(request: Request) -> Iterator[Session]:
     # scope="function" below: commit happens before the response is sent, and after-commit
     # work is queued only for data that is really there.
     with request.app.state.db.transaction() as session:
+        request.state.db_session = session  # the page layout (cookie banner, policy notice) reads through it
         yield session
 
 
@@ -76,6 +78,9 @@ def get_principal(request: Request, session: SessionDep) -> Principal:
     principal = _resolve_principal(request, session)
     if principal is None:
         raise Unauthorized("Log in or send an API key (Authorization: Bearer …)")
+    # After a material policy change, writes wait for the user's acceptance (privacy functions excepted).
+    consent_service.require_policy_accepted(session, user_id=principal.user.id, method=request.method,
+                                            path=request.url.path)
     return principal
 
 

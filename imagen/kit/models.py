@@ -5,10 +5,16 @@ from imagen.assets import models as assets_models
 from imagen.consent import models as consent_models
 from imagen.generation import models as generation_models
 from imagen.kit.db import Base
+from imagen.mail import models as mail_models
 from imagen.notifications import models as notifications_models
+from imagen.privacy import minors as privacy_minors_models
+from imagen.privacy import models as privacy_models
+from imagen.privacy.records import models as privacy_records_models
+from imagen.privacy.requests import models as privacy_requests_models
 from imagen.workflows import models as workflows_models
 
 __all__ = [
-    "Base", "accounts_models", "assets_models", "consent_models", "generation_models", "notifications_models",
-    "workflows_models",
+    "Base", "accounts_models", "assets_models", "consent_models", "generation_models", "mail_models",
+    "notifications_models", "privacy_minors_models", "privacy_models", "privacy_records_models",
+    "privacy_requests_models", "workflows_models",
 ]

@@ -28,7 +28,8 @@ class NotificationService:
         session.flush()
         return len(user_ids)
 
-    def list(self, session: Session, *, user_id: str, unread_only: bool = False, limit: int = 100) -> list[Notification]:
+    def list(self, session: Session, *, user_id: str, unread_only: bool = False,
+             limit: int = 100) -> list[Notification]:
         query = owned(Notification, user_id).order_by(Notification.created_at.desc(), Notification.id.desc())
         if unread_only:
             query = query.where(Notification.read_at.is_(None))

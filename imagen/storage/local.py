@@ -101,8 +101,15 @@ class LocalBlobStore(BlobStore):
         return self._path(key).is_file()
 
     def keys(self, prefix: str = "") -> Iterator[str]:
-        for path in sorted(self.root.rglob("*")):
-            if path.is_file() and not path.name.startswith(".tmp-"):
-                key = path.relative_to(self.root).as_posix()
-                if key.startswith(prefix) and not key.startswith(STAGING + "/"):
+        """Keys under `prefix`, in order, walking only the prefix's own folder (an export or an erasure lists one
+        user's files; it must not list, or hold, the whole store)."""
+        base = self.root / prefix if prefix.endswith("/") or not prefix else (self.root / prefix).parent
+        if not base.resolve().is_relative_to(self.root):
+            raise ValueError(f"invalid blob prefix: {prefix!r}")
+        for dirpath, dirnames, filenames in os.walk(base):
+            # Staging and temp files are not blobs yet.
+            dirnames[:] = sorted(d for d in dirnames if not (dirpath == str(self.root) and d == STAGING))
+            for name in sorted(filenames):
+                key = Path(dirpath, name).relative_to(self.root).as_posix()
+                if not name.startswith(".tmp-") and key.startswith(prefix):
                     yield key

@@ -14,10 +14,13 @@ from fastapi.templating import Jinja2Templates
 
 from imagen.accounts.service import MINIMUM_AGE
 from imagen.assets.service import asset_service
+from imagen.consent.service import consent_service
+from imagen.consent.web import consent_centre_context
+from imagen.consent.web import page_context as consent_page_context
 from imagen.generation.resolve import FAMILY_LABELS
 from imagen.generation.service import generation_service
 from imagen.kit.http import OptionalPrincipalDep, Principal, SessionDep, SettingsDep
-from imagen.privacy.policy import render_policy
+from imagen.privacy.policy import render_version
 from imagen.workflows.service import preset_service, workflow_service
 
 router = APIRouter(include_in_schema=False)
@@ -58,6 +61,7 @@ templates.env.lstrip_blocks = True
 
 def render(request: Request, name: str, principal: Principal | None, **context: Any) -> HTMLResponse:
     context["user"] = principal.user if principal else None
+    context.update(consent_page_context(request, principal))  # analytics flag, cookie banner, policy notice
     return templates.TemplateResponse(request, name, context, headers=PAGE_HEADERS)
 
 
@@ -73,11 +77,12 @@ def home(request: Request, principal: OptionalPrincipalDep) -> Response:
 
 
 @router.get("/signup")
-def signup_page(request: Request, principal: OptionalPrincipalDep, settings: SettingsDep) -> Response:
+def signup_page(request: Request, principal: OptionalPrincipalDep, session: SessionDep) -> Response:
     if principal is not None:
         return RedirectResponse("/generate", status_code=303)
     countries = sorted(pycountry.countries, key=lambda c: c.name)
-    return render(request, "signup.html", None, countries=countries, policy_version=settings.policy_version,
+    policy_version = consent_service.current_version(session).version
+    return render(request, "signup.html", None, countries=countries, policy_version=policy_version,
                   minimum_age=MINIMUM_AGE, today=date.today().isoformat())
 
 
@@ -136,16 +141,21 @@ def gallery_page(request: Request, principal: OptionalPrincipalDep, session: Ses
 
 
 @router.get("/privacy")
-def privacy_page(request: Request, principal: OptionalPrincipalDep, settings: SettingsDep) -> Response:
-    return render(request, "privacy.html", principal, blocks=policy_blocks(render_policy(settings)),
-                  version=settings.policy_version, contact_email=settings.contact_email)
+def privacy_page(request: Request, principal: OptionalPrincipalDep, settings: SettingsDep,
+                 session: SessionDep) -> Response:
+    versions = consent_service.list_versions(session)
+    text = render_version(settings, versions)
+    return render(request, "privacy.html", principal, blocks=policy_blocks(text), version=versions[0].version,
+                  versions=versions, contact_email=settings.contact_email)
 
 
 HEADING = re.compile(r"^(\d+)\.(\d+)?\.? \S")
+BULLET = "  • "
 
 
-def policy_blocks(text: str) -> list[tuple[str, str]]:
-    """Split the policy on blank lines; numbered one-line blocks ("4.", "4.1") become headings."""
+def policy_blocks(text: str) -> list[tuple[str, Any]]:
+    """Split the policy on blank lines; numbered one-line blocks ("4.", "4.1") become headings, "  • " lines
+    lists, and `a | b | c` rows (the §4.1 providers) a table whose first row is the header."""
     blocks = []
     for block in (b.strip("\n") for b in text.split("\n\n")):
         if not block.strip():
@@ -154,5 +164,26 @@ def policy_blocks(text: str) -> list[tuple[str, str]]:
         kind = "p"
         if match and "\n" not in block and len(block) < 100:
             kind = "h3" if match.group(2) else "h2"
+        lines = block.split("\n")
+        if all(line.startswith(BULLET) for line in lines):
+            blocks.append(("ul", [line[len(BULLET):] for line in lines]))
+            continue
+        if len(lines) > 1 and all(line.count(" | ") == lines[0].count(" | ") > 0 for line in lines):
+            blocks.append(("table", [line.split(" | ") for line in lines]))
+            continue
         blocks.append((kind, block))
     return blocks
+
+
+# ---- consent and policy (policy §3, §6, §10, §11) ----
+@router.get("/privacy/consents")
+def consent_centre_page(request: Request, principal: OptionalPrincipalDep, session: SessionDep) -> Response:
+    if principal is None:
+        return to_login()
+    return render(request, "consent_centre.html", principal,
+                  **consent_centre_context(session, request, principal.user))
+
+
+@router.get("/report-minor")
+def report_minor_page(request: Request, principal: OptionalPrincipalDep) -> Response:
+    return render(request, "report_minor.html", principal)

@@ -436,3 +436,466 @@
     setupModels();
   });
 })();
+
+// ==== privacy centre and admin records (retention/records owner) ====
+// Pages: /privacy/centre (export, erasure), /admin/breaches, /admin/legal-requests. Self-contained.
+(function () {
+  function csrf() {
+    const found = document.cookie.split(";").map((p) => p.trim()).find((p) => p.startsWith("imagen_csrf="));
+    return found ? decodeURIComponent(found.slice("imagen_csrf=".length)) : "";
+  }
+
+  async function call(method, url, body) {
+    const headers = { Accept: "application/json" };
+    if (body !== undefined) headers["Content-Type"] = "application/json";
+    if (method !== "GET") headers["X-CSRF-Token"] = csrf();
+    const response = await fetch(url, {
+      method, headers, credentials: "same-origin", body: body === undefined ? undefined : JSON.stringify(body),
+    });
+    const text = await response.text();
+    let data = null;
+    try { data = text ? JSON.parse(text) : null; } catch (_) { data = { detail: text }; }
+    return { ok: response.ok, status: response.status, data };
+  }
+
+  function show(box, r) {
+    const detail = r.data && r.data.detail;
+    let message = `Request failed (HTTP ${r.status})`;
+    if (Array.isArray(detail)) {
+      message = detail.map((d) => {
+        const loc = (d.loc || []).filter((p) => p !== "body");
+        return loc.length ? `${loc.join(".")}: ${d.msg}` : d.msg;
+      }).join("; ");
+    } else if (typeof detail === "string") {
+      message = detail;
+    }
+    box.textContent = message;
+    box.hidden = false;
+  }
+
+  function utc(value) { return value ? `${value}:00Z` : null; } // datetime-local inputs hold UTC times
+  function lines(value) { return value.split(/[\s,]+/).map((s) => s.trim()).filter(Boolean); }
+
+  // ---- privacy centre ----
+  function setupCentre() {
+    const start = document.getElementById("start-export");
+    if (start) {
+      const statusText = document.getElementById("export-status");
+      const link = document.getElementById("export-download");
+      const box = document.getElementById("export-error");
+      const poll = async (id) => {
+        const r = await call("GET", `/api/v1/me/exports/${encodeURIComponent(id)}`);
+        if (!r.ok) { show(box, r); start.disabled = false; return; }
+        if (r.data.status === "ready" && r.data.download_url) {
+          statusText.textContent = "Your export is ready.";
+          link.href = r.data.download_url;
+          link.hidden = false;
+          start.disabled = false;
+        } else if (r.data.status === "pending") {
+          statusText.textContent = "Preparing your export…";
+          window.setTimeout(() => poll(id), 2000);
+        } else {
+          statusText.textContent = `Export ${r.data.status}.`;
+          start.disabled = false;
+        }
+      };
+      start.addEventListener("click", async () => {
+        box.hidden = true;
+        start.disabled = true;
+        link.hidden = true;
+        const r = await call("POST", "/api/v1/me/exports");
+        if (!r.ok) { show(box, r); start.disabled = false; return; }
+        poll(r.data.id);
+      });
+    }
+    const erase = document.getElementById("erase-form");
+    if (erase) {
+      const box = document.getElementById("erase-error");
+      erase.addEventListener("submit", async (event) => {
+        event.preventDefault();
+        box.hidden = true;
+        if (!window.confirm("Delete your account and everything in it? This cannot be undone.")) return;
+        const button = erase.querySelector("button[type=submit]");
+        button.disabled = true;
+        const r = await call("DELETE", "/api/v1/me", { password: erase.elements.password.value });
+        button.disabled = false;
+        if (!r.ok) { show(box, r); return; }
+        if (r.data.status !== "scheduled") { window.location.assign("/"); return; }
+        // A grace period: the account goes on due_at unless the user changes their mind.
+        erase.hidden = true;
+        document.getElementById("erase-status").textContent =
+          `Your account will be erased on ${new Date(r.data.due_at).toLocaleString()}.`;
+        const keep = document.getElementById("cancel-erasure");
+        keep.hidden = !r.data.can_cancel;
+        keep.addEventListener("click", async () => {
+          const c = await call("POST", "/api/v1/me/erasure/cancel");
+          if (c.ok) { window.location.reload(); return; }
+          erase.hidden = false;
+          show(box, c);
+        }, { once: true });
+      });
+    }
+  }
+
+  // ---- admin: breach register ----
+  function affectedFrom(form) {
+    const f = form.elements;
+    const mode = f.affected_mode.value;
+    const affected = {};
+    if (mode === "ids") affected.user_ids = lines(f.user_ids.value);
+    if (mode === "all") affected.all_users = true;
+    if (mode === "categories") {
+      affected.categories = Array.from(form.querySelectorAll("input[name=categories]:checked")).map((c) => c.value);
+    }
+    if (mode !== "ids") {
+      if (f.active_from.value) affected.active_from = utc(f.active_from.value);
+      if (f.active_to.value) affected.active_to = utc(f.active_to.value);
+    }
+    return affected;
+  }
+
+  function setupBreaches() {
+    const form = document.getElementById("breach-form");
+    if (!form) return;
+    const box = document.getElementById("form-error");
+    document.getElementById("lookup-affected").addEventListener("click", async () => {
+      box.hidden = true;
+      const r = await call("POST", "/api/v1/admin/breaches/lookup", affectedFrom(form));
+      if (!r.ok) { show(box, r); return; }
+      document.getElementById("lookup-result").textContent = `${r.data.count} account(s) affected`;
+    });
+    form.addEventListener("submit", async (event) => {
+      event.preventDefault();
+      box.hidden = true;
+      const f = form.elements;
+      const body = {
+        detected_at: utc(f.detected_at.value), severity: f.severity.value, description: f.description.value,
+        consequences: f.consequences.value, measures: f.measures.value,
+        categories: Array.from(form.querySelectorAll("input[name=categories]:checked")).map((c) => c.value),
+        affected: affectedFrom(form),
+      };
+      const r = await call("POST", "/api/v1/admin/breaches", body);
+      if (r.ok) { window.location.reload(); return; }
+      show(box, r);
+    });
+    for (const button of document.querySelectorAll(".regulator-notified")) {
+      button.addEventListener("click", async () => {
+        const reference = window.prompt("Regulator's reference (optional)") || "";
+        const r = await call("PATCH", `/api/v1/admin/breaches/${encodeURIComponent(button.dataset.breachId)}`,
+          { regulator_notified_at: new Date().toISOString(), regulator_reference: reference });
+        if (r.ok) { window.location.reload(); return; }
+        show(box, r);
+      });
+    }
+    for (const button of document.querySelectorAll(".notify-users")) {
+      button.addEventListener("click", async () => {
+        if (!window.confirm("Send an in-app notice to every affected user not told yet?")) return;
+        button.disabled = true;
+        const id = encodeURIComponent(button.dataset.breachId);
+        const r = await call("POST", `/api/v1/admin/breaches/${id}/notify-users`, {});
+        if (r.ok) { window.location.reload(); return; }
+        show(box, r);
+        button.disabled = false;
+      });
+    }
+  }
+
+  // ---- admin: legal requests ----
+  function setupLegalRequests() {
+    const form = document.getElementById("legal-request-form");
+    if (!form) return;
+    const box = document.getElementById("form-error");
+    form.addEventListener("submit", async (event) => {
+      event.preventDefault();
+      box.hidden = true;
+      const f = form.elements;
+      const body = {
+        received_at: utc(f.received_at.value), authority: f.authority.value, instrument: f.instrument.value,
+        reference: f.reference.value, scope: f.scope.value, user_ids: lines(f.user_ids.value),
+        decision: f.decision.value, decision_reason: f.decision_reason.value, disclosed: f.disclosed.value,
+      };
+      if (body.decision !== "pending") body.responded_at = new Date().toISOString();
+      const r = await call("POST", "/api/v1/admin/legal-requests", body);
+      if (r.ok) { window.location.reload(); return; }
+      show(box, r);
+    });
+    for (const decide of document.querySelectorAll(".decide-form")) {
+      decide.addEventListener("submit", async (event) => {
+        event.preventDefault();
+        box.hidden = true;
+        const r = await call("PATCH", `/api/v1/admin/legal-requests/${encodeURIComponent(decide.dataset.requestId)}`, {
+          decision: decide.elements.decision.value, decision_reason: decide.elements.decision_reason.value,
+          responded_at: new Date().toISOString(),
+        });
+        if (r.ok) { window.location.reload(); return; }
+        show(box, r);
+      });
+    }
+  }
+
+  document.addEventListener("DOMContentLoaded", () => {
+    setupCentre();
+    setupBreaches();
+    setupLegalRequests();
+  });
+})();
+// ==== end of privacy centre and admin records ====
+
+// ==== privacy requests (imagen/privacy/requests): /privacy/request and /admin/privacy-requests ====
+(function () {
+  function csrf() {
+    for (const part of document.cookie.split(";")) {
+      const [key, ...rest] = part.trim().split("=");
+      if (key === "imagen_csrf") return decodeURIComponent(rest.join("="));
+    }
+    return "";
+  }
+
+  async function post(url, body) {
+    const headers = { Accept: "application/json", "Content-Type": "application/json" };
+    const token = csrf();
+    if (token) headers["X-CSRF-Token"] = token;
+    const response = await fetch(url, {
+      method: "POST", headers, credentials: "same-origin", body: JSON.stringify(body || {}),
+    });
+    let data = null;
+    try { data = await response.json(); } catch (_) { data = null; }
+    return { ok: response.ok, status: response.status, data };
+  }
+
+  function show(box, detail) {
+    box.replaceChildren();
+    const messages = Array.isArray(detail)
+      ? detail.map((d) => {
+        const loc = (d.loc || []).filter((p) => p !== "body" && p !== "query");
+        return (loc.length ? `${loc.join(".")}: ` : "") + d.msg;
+      })
+      : [String(detail || "Something went wrong")];
+    for (const text of messages) {
+      const p = document.createElement("p");
+      p.textContent = text;
+      box.append(p);
+    }
+    box.hidden = false;
+  }
+
+  function setupRequestForm() {
+    const form = document.getElementById("privacy-request-form");
+    const verify = document.getElementById("privacy-verify-form");
+    if (!form || !verify) return;
+    const done = document.getElementById("privacy-request-done");
+    function finish(data) {
+      form.hidden = true;
+      verify.hidden = true;
+      document.getElementById("privacy-request-due").textContent = new Date(data.due_at).toLocaleDateString();
+      document.getElementById("privacy-request-id").textContent = data.id;
+      done.hidden = false;
+    }
+    form.addEventListener("submit", async (event) => {
+      event.preventDefault();
+      const box = document.getElementById("form-error");
+      box.hidden = true;
+      const data = new FormData(form);
+      const r = await post("/api/v1/privacy-requests", {
+        email: data.get("email"), kind: data.get("kind"), details: data.get("details") || "",
+      });
+      if (!r.ok) { show(box, r.data && r.data.detail); return; }
+      if (r.data.verification === "verified") { finish(r.data); return; }
+      verify.dataset.requestId = r.data.id;
+      form.hidden = true;
+      verify.hidden = false;
+      document.getElementById("pr-code").focus();
+    });
+    verify.addEventListener("submit", async (event) => {
+      event.preventDefault();
+      const box = document.getElementById("verify-error");
+      box.hidden = true;
+      const id = encodeURIComponent(verify.dataset.requestId);
+      const r = await post(`/api/v1/privacy-requests/${id}/verify`, { code: new FormData(verify).get("code") });
+      if (r.ok) finish(r.data); else show(box, r.data && r.data.detail);
+    });
+    document.getElementById("privacy-resend-code").addEventListener("click", async () => {
+      const box = document.getElementById("verify-error");
+      const id = encodeURIComponent(verify.dataset.requestId);
+      const r = await post(`/api/v1/privacy-requests/${id}/resend-code`);
+      if (r.ok) { box.hidden = true; window.alert("A new code is on its way."); } else show(box, r.data && r.data.detail);
+    });
+  }
+
+  function setupAdminQueue() {
+    for (const form of document.querySelectorAll("form.privacy-transition")) {
+      form.addEventListener("submit", async (event) => {
+        event.preventDefault();
+        const box = form.querySelector(".error");
+        box.hidden = true;
+        const data = new FormData(form);
+        const body = { status: data.get("status"), note: data.get("note") || null };
+        if (data.get("days")) body.days = Number(data.get("days"));
+        const id = encodeURIComponent(form.dataset.requestId);
+        const r = await post(`/api/v1/admin/privacy-requests/${id}/transition`, body);
+        if (r.ok) window.location.reload(); else show(box, r.data && r.data.detail);
+      });
+      const resend = form.querySelector(".privacy-send-code");
+      if (resend) {
+        resend.addEventListener("click", async () => {
+          const id = encodeURIComponent(form.dataset.requestId);
+          const r = await post(`/api/v1/admin/privacy-requests/${id}/send-code`);
+          if (r.ok) window.location.reload(); else show(form.querySelector(".error"), r.data && r.data.detail);
+        });
+      }
+    }
+    const record = document.getElementById("record-privacy-request");
+    if (!record) return;
+    record.addEventListener("submit", async (event) => {
+      event.preventDefault();
+      const box = record.querySelector(".error");
+      box.hidden = true;
+      const data = new FormData(record);
+      const body = {
+        email: data.get("email"), kind: data.get("kind"), channel: data.get("channel"),
+        details: data.get("details") || "", send_code: data.get("send_code") === "on",
+      };
+      if (data.get("received_at")) body.received_at = `${data.get("received_at")}T00:00:00Z`;
+      const r = await post("/api/v1/admin/privacy-requests", body);
+      if (r.ok) window.location.reload(); else show(box, r.data && r.data.detail);
+    });
+  }
+
+  document.addEventListener("DOMContentLoaded", () => {
+    const page = document.body.dataset.page;
+    if (page === "privacy-request") setupRequestForm();
+    if (page === "admin-privacy-requests") setupAdminQueue();
+  });
+})();
+// ==== end of privacy requests ====
+
+// ==== consent and policy (consent owner): cookie banner, changed-policy notice, consent centre, report a minor ====
+// Self-contained. Writes go to the JSON API; the server sets the cookie-choice cookie (first-party, HttpOnly).
+(function () {
+  function csrf() {
+    const found = document.cookie.split(";").map((p) => p.trim()).find((p) => p.startsWith("imagen_csrf="));
+    return found ? decodeURIComponent(found.slice("imagen_csrf=".length)) : "";
+  }
+
+  async function send(method, url, body) {
+    const headers = { Accept: "application/json" };
+    if (body !== undefined) headers["Content-Type"] = "application/json";
+    const token = csrf();
+    if (token && method !== "GET") headers["X-CSRF-Token"] = token;
+    const response = await fetch(url, {
+      method, headers, credentials: "same-origin", body: body === undefined ? undefined : JSON.stringify(body),
+    });
+    const text = await response.text();
+    let data = null;
+    try { data = text ? JSON.parse(text) : null; } catch (_) { data = { detail: text }; }
+    return { ok: response.ok, status: response.status, data };
+  }
+
+  function fail(box, r) {
+    const detail = r.data && r.data.detail;
+    let message = `Request failed (HTTP ${r.status})`;
+    if (Array.isArray(detail)) {
+      message = detail.map((d) => {
+        const loc = (d.loc || []).filter((p) => p !== "body");
+        return loc.length ? `${loc[loc.length - 1].replace(/_/g, " ")}: ${d.msg}` : d.msg;
+      }).join("; ");
+    } else if (typeof detail === "string") {
+      message = detail;
+    }
+    box.textContent = message;
+    box.hidden = false;
+  }
+
+  function setupCookieBanner() {
+    const banner = document.getElementById("cookie-banner");
+    if (!banner) return;
+    const box = document.getElementById("cookie-error");
+    for (const [id, analytics] of [["cookie-accept", true], ["cookie-decline", false]]) {
+      const button = document.getElementById(id);
+      button.addEventListener("click", async () => {
+        box.hidden = true;
+        button.disabled = true;
+        const r = await send("POST", "/api/v1/cookie-consent", { analytics });
+        button.disabled = false;
+        if (!r.ok) { fail(box, r); return; }
+        document.body.dataset.analytics = r.data.analytics_allowed ? "on" : "off";
+        banner.remove();
+      });
+    }
+  }
+
+  function setupPolicyNotice() {
+    const notice = document.getElementById("policy-notice");
+    if (!notice) return;
+    const button = document.getElementById("accept-policy");
+    const box = document.getElementById("policy-notice-error");
+    button.addEventListener("click", async () => {
+      box.hidden = true;
+      button.disabled = true;
+      const r = await send("POST", "/api/v1/me/policy-acceptance", { version: notice.dataset.version });
+      button.disabled = false;
+      if (!r.ok) { fail(box, r); return; }
+      notice.remove();
+    });
+  }
+
+  function setupConsentCentre() {
+    const form = document.getElementById("consent-form");
+    if (!form) return;
+    const box = document.getElementById("form-error");
+    const saved = document.getElementById("consent-saved");
+    for (const input of form.querySelectorAll("input[type=checkbox]")) {
+      input.addEventListener("change", async () => {
+        box.hidden = true;
+        saved.hidden = true;
+        input.disabled = true;
+        const r = await send("PUT", "/api/v1/me/consents", { [input.name]: input.checked });
+        input.disabled = false;
+        if (!r.ok) { input.checked = !input.checked; fail(box, r); return; }
+        window.location.reload();
+      });
+    }
+    for (const button of document.querySelectorAll(".withdraw-marketing")) {
+      button.addEventListener("click", async () => {
+        button.disabled = true;
+        const id = encodeURIComponent(button.dataset.outputId);
+        const r = await send("DELETE", `/api/v1/outputs/${id}/marketing-consent`);
+        if (r.ok || r.status === 404) { window.location.reload(); return; }
+        button.disabled = false;
+        fail(box, r);
+      });
+    }
+  }
+
+  function setupMinorReport() {
+    const form = document.getElementById("minor-report-form");
+    if (!form) return;
+    const box = document.getElementById("form-error");
+    const done = document.getElementById("minor-report-done");
+    form.addEventListener("submit", async (event) => {
+      event.preventDefault();
+      box.hidden = true;
+      const f = form.elements;
+      const body = { details: f.details.value.trim() };
+      for (const name of ["account_email", "reference", "reporter_email"]) {
+        if (f[name].value.trim()) body[name] = f[name].value.trim();
+      }
+      const button = form.querySelector("button[type=submit]");
+      button.disabled = true;
+      const r = await send("POST", "/api/v1/minor-reports", body);
+      button.disabled = false;
+      if (!r.ok) { fail(box, r); return; }
+      form.hidden = true;
+      done.textContent = r.data.message;
+      done.hidden = false;
+    });
+  }
+
+  document.addEventListener("DOMContentLoaded", () => {
+    setupCookieBanner();
+    setupPolicyNotice();
+    setupConsentCentre();
+    setupMinorReport();
+  });
+})();
+// ==== end of consent and policy ====

@@ -1,0 +1,31 @@
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import ForeignKey, Integer, String, Text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from imagen.kit.db import Base, CreatedMixin, IdMixin, UTCDateTime
+
+MAIL_STATUSES = ("queued", "sending", "sent", "failed")
+
+
+class OutboundEmail(IdMixin, CreatedMixin, Base):
+    """Every message IMAGEN sends: queued in the sender's transaction, delivered once after its commit.
+
+    With the `outbox` backend this row (and the log line) is the only copy, so an operator without SMTP can read
+    verification codes. Bodies are purged by retention (data map); the envelope stays as proof of notice.
+    """
+
+    __tablename__ = "outbound_emails"
+
+    user_id: Mapped[str | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"), index=True)
+    to_address: Mapped[str] = mapped_column(String(320), nullable=False, index=True)
+    subject: Mapped[str] = mapped_column(String(300), nullable=False)
+    body: Mapped[str | None] = mapped_column(Text)  # None once purged
+    kind: Mapped[str] = mapped_column(String(48), nullable=False)  # e.g. privacy_request.code
+    status: Mapped[str] = mapped_column(String(16), nullable=False, default="queued", index=True)
+    backend: Mapped[str | None] = mapped_column(String(16))  # the backend that delivered it
+    attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    error: Mapped[str | None] = mapped_column(Text)
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime())

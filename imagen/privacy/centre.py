@@ -1,0 +1,103 @@
+"""Pages: the privacy centre for users (/privacy/centre) and the admin records pages (breaches, legal requests).
+
+Pages only read; every write goes through the JSON API (the records API is included in this router, so the
+app mounts one router for both).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse, Response
+
+from imagen.kit.config import Settings
+from imagen.kit.db import utcnow
+from imagen.kit.http import OptionalPrincipalDep, SessionDep, SettingsDep
+from imagen.privacy.records import holdings
+from imagen.privacy.records.endpoints import router as records_api
+from imagen.privacy.records.models import SEVERITIES
+from imagen.privacy.records.service import records_service
+from imagen.web.pages import PAGE_HEADERS, render, to_login
+
+router = APIRouter(include_in_schema=False)
+router.include_router(records_api, include_in_schema=True)
+
+DECISION_LABELS = {"pending": "Pending", "complied": "Complied", "partially_complied": "Partially complied",
+                   "refused": "Refused"}
+
+
+def retention_rows(settings: Settings) -> list[tuple[str, str]]:
+    return [
+        ("Security log (logins, failed logins)", f"{settings.retention_security_log_days} days"),
+        ("Expired login sessions", f"{settings.retention_expired_sessions_days} days after they expire"),
+        ("Failed and canceled generations", f"{settings.retention_failed_generations_days} days"),
+        ("Read notifications", f"{settings.retention_read_notifications_days} days after reading"),
+        ("Email message bodies", f"{settings.retention_outbound_emails_days} days"),
+        ("Data exports", f"the file until its link expires; the record {settings.retention_exports_days} days"),
+        ("Closed privacy requests (legal hold)", f"{settings.retention_privacy_requests_days} days"),
+        ("Erasure records (legal hold)", f"{settings.retention_erasure_log_days} days"),
+        ("Inputs for image-to-image and inpainting", "deleted when the job ends"),
+    ]
+
+
+@router.get("/privacy/centre")
+def privacy_centre(request: Request, principal: OptionalPrincipalDep, session: SessionDep,
+                   settings: SettingsDep) -> Response:
+    if principal is None:
+        return to_login()
+    items = holdings.holdings(settings)
+    counts = holdings.counts(session, items, principal.user.id)
+    rows = [{"category": h.category, "description": h.description, "count": counts.get(h.category, 0),
+             "where": list(h.where), "retention": h.retention, "collected": h.collected} for h in items]
+    return render(request, "privacy_centre.html", principal, rows=rows,
+                  retention=retention_rows(settings), contact_email=settings.contact_email,
+                  response_days=settings.privacy_response_days)
+
+
+def _not_found(request: Request) -> HTMLResponse:
+    return HTMLResponse("<!doctype html><title>Not found</title><p>Not found.</p>", status_code=404,
+                        headers=PAGE_HEADERS)
+
+
+def _hours(value: float | None) -> str:
+    if value is None:
+        return ""
+    return f"{value:.1f} h left" if value >= 0 else f"{-value:.1f} h overdue"
+
+
+@router.get("/admin/breaches")
+def admin_breaches(request: Request, principal: OptionalPrincipalDep, session: SessionDep,
+                   settings: SettingsDep) -> Response:
+    if principal is None:
+        return to_login()
+    if not principal.user.is_admin:
+        return _not_found(request)
+    breaches: list[dict[str, Any]] = []
+    for b in records_service.list_breaches(session):
+        deadline, passed, hours_left = records_service.deadline_status(b, settings)
+        breaches.append({"b": b, "deadline": deadline, "passed": passed, "hours": _hours(hours_left),
+                         "notified": records_service.notified_count(session, b.id)})
+    items = holdings.holdings(settings)
+    return render(request, "admin_breaches.html", principal, breaches=breaches, severities=SEVERITIES,
+                  categories=holdings.category_names(items), hours=settings.breach_regulator_hours,
+                  now=_local_input(utcnow()))
+
+
+@router.get("/admin/legal-requests")
+def admin_legal_requests(request: Request, principal: OptionalPrincipalDep, session: SessionDep) -> Response:
+    if principal is None:
+        return to_login()
+    if not principal.user.is_admin:
+        return _not_found(request)
+    requests = [{"r": r, "users": records_service.legal_request_user_ids(session, r.id)}
+                for r in records_service.list_legal_requests(session)]
+    transfers = records_service.list_transfers(session)
+    return render(request, "admin_legal_requests.html", principal, requests=requests, decisions=DECISION_LABELS,
+                  transfers=transfers, now=_local_input(utcnow()))
+
+
+def _local_input(value: datetime) -> str:
+    """A UTC time for a datetime-local input (the page sends it back with a Z)."""
+    return value.strftime("%Y-%m-%dT%H:%M")

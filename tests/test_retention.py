@@ -1,0 +1,227 @@
+"""Retention (policy §7): each category is purged after its configured period, newer data stays, a dry run
+changes nothing, files go only after the commit, and running twice is harmless."""
+
+from __future__ import annotations
+
+import os
+import time
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import func, select
+from typer.testing import CliRunner
+
+from imagen.accounts.models import LoginSession, SecurityEvent, User
+from imagen.cli import app as cli
+from imagen.generation.models import Generation, Output
+from imagen.kit.config import Settings, get_settings
+from imagen.kit.db import Database, new_id, utcnow
+from imagen.notifications.models import Notification
+from imagen.privacy.retention import RetentionScheduler, retention_service
+from tests.conftest import signup
+
+DAY = timedelta(days=1)
+
+
+def user_id(session, email: str = "ada@example.com") -> str:
+    return session.scalars(select(User.id).where(User.email == email)).one()
+
+
+def add_generation(session, uid: str, *, status: str, finished_ago: timedelta | None, blobs=None,
+                   with_output: bool = False) -> Generation:
+    gen = Generation(id=new_id(), user_id=uid, workflow="txt2img", workflow_version=1, pipeline="txt2img",
+                     params={"prompt": "a lighthouse"}, checkpoint="imagen-tiny", checkpoint_sha256="0" * 64,
+                     models=[], consent_model_improvement=False, status=status,
+                     finished_at=utcnow() - finished_ago if finished_ago is not None else None)
+    session.add(gen)
+    session.flush()
+    if with_output:
+        key = f"outputs/{uid}/{gen.id}/0.png"
+        blobs.put(key, b"png")
+        session.add(Output(generation_id=gen.id, user_id=uid, index=0, blob_key=key, width=8, height=8, seed=1,
+                           size_bytes=3))
+    return gen
+
+
+def seed_old_and_new(app) -> dict[str, str]:
+    """Rows on both sides of each default period; returns the ids that must survive."""
+    now, blobs = utcnow(), app.state.blobs
+    with app.state.db.transaction() as s:
+        uid = user_id(s)
+        old_event = SecurityEvent(user_id=uid, kind="login", created_at=now - 400 * DAY)
+        new_event = SecurityEvent(user_id=uid, kind="login", created_at=now - 300 * DAY)
+        old_session = LoginSession(user_id=uid, token_hash="a" * 64, csrf_token="x", expires_at=now - 8 * DAY)
+        recent_session = LoginSession(user_id=uid, token_hash="b" * 64, csrf_token="x", expires_at=now - 2 * DAY)
+        old_read = Notification(user_id=uid, kind="x", title="old", read_at=now - 200 * DAY)
+        unread = Notification(user_id=uid, kind="x", title="unread", created_at=now - 900 * DAY)
+        s.add_all([old_event, new_event, old_session, recent_session, old_read, unread])
+        old_failed = add_generation(s, uid, status="canceled", finished_ago=40 * DAY, blobs=blobs, with_output=True)
+        new_failed = add_generation(s, uid, status="failed", finished_ago=5 * DAY)
+        old_ok = add_generation(s, uid, status="succeeded", finished_ago=400 * DAY)
+        s.flush()
+        return {"old_event": old_event.id, "new_event": new_event.id, "old_session": old_session.id,
+                "recent_session": recent_session.id, "old_read": old_read.id, "unread": unread.id,
+                "old_failed": old_failed.id, "new_failed": new_failed.id, "old_ok": old_ok.id,
+                "old_output_key": f"outputs/{uid}/{old_failed.id}/0.png"}
+
+
+def counts(purges) -> dict[str, int]:
+    return {p.category: p.count for p in purges}
+
+
+def test_old_rows_are_purged_newer_kept_dry_run_changes_nothing_and_twice_is_harmless(client, app, settings):
+    signup(client)
+    ids = seed_old_and_new(app)
+    blobs, db = app.state.blobs, app.state.db
+
+    with db.transaction() as s:
+        dry = retention_service.run(s, settings=settings, blobs=blobs, dry_run=True)
+    assert counts(dry)["security log"] == 1
+    assert counts(dry)["login sessions"] == 1
+    assert counts(dry)["generations"] == 1
+    assert counts(dry)["notifications"] == 1
+    failed = next(p for p in dry if p.category == "generations")
+    assert failed.blobs == 1 and failed.setting == "IMAGEN_RETENTION_FAILED_GENERATIONS_DAYS"
+    assert failed.period == "30 days"
+    with db.transaction() as s:  # the dry run changed nothing
+        assert s.get(SecurityEvent, ids["old_event"]) is not None
+        assert s.get(Generation, ids["old_failed"]) is not None
+    assert blobs.exists(ids["old_output_key"])
+
+    with db.transaction() as s:
+        assert counts(retention_service.plan(s, settings=settings)) == {
+            k: v for k, v in counts(dry).items() if k != "transient inputs"}
+        retention_service.run(s, settings=settings, blobs=blobs)
+        assert blobs.exists(ids["old_output_key"]), "files go only after the commit"
+    assert not blobs.exists(ids["old_output_key"])
+
+    with db.transaction() as s:
+        assert s.get(SecurityEvent, ids["old_event"]) is None
+        assert s.get(SecurityEvent, ids["new_event"]) is not None
+        assert s.get(LoginSession, ids["old_session"]) is None
+        assert s.get(LoginSession, ids["recent_session"]) is not None
+        assert s.get(Notification, ids["old_read"]) is None
+        assert s.get(Notification, ids["unread"]) is not None
+        assert s.get(Generation, ids["old_failed"]) is None
+        assert s.scalar(select(func.count()).select_from(Output)) == 0
+        assert s.get(Generation, ids["new_failed"]) is not None
+        assert s.get(Generation, ids["old_ok"]) is not None  # succeeded ones stay while the account exists
+        again = retention_service.run(s, settings=settings, blobs=blobs)
+    assert sum(p.count for p in again) == 0
+
+
+def test_a_rolled_back_run_keeps_every_file(client, app, settings):
+    signup(client)
+    ids = seed_old_and_new(app)
+    with pytest.raises(RuntimeError), app.state.db.transaction() as s:
+        retention_service.run(s, settings=settings, blobs=app.state.blobs)
+        raise RuntimeError("boom")
+    assert app.state.blobs.exists(ids["old_output_key"])
+    with app.state.db.transaction() as s:
+        assert s.get(Generation, ids["old_failed"]) is not None
+
+
+def test_periods_come_from_configuration(client, app, settings):
+    signup(client)
+    seed_old_and_new(app)
+    longer = settings.model_copy(update={"retention_security_log_days": 500, "retention_failed_generations_days": 3})
+    with app.state.db.transaction() as s:
+        plan = counts(retention_service.plan(s, settings=longer))
+    assert plan["security log"] == 0
+    assert plan["generations"] == 2  # both failed generations are past 3 days
+
+
+def test_orphaned_inputs_of_finished_or_gone_generations_are_removed(client, app, settings):
+    signup(client)
+    blobs = app.state.blobs
+    with app.state.db.transaction() as s:
+        uid = user_id(s)
+        done = add_generation(s, uid, status="succeeded", finished_ago=DAY)
+        queued = add_generation(s, uid, status="queued", finished_ago=None)
+    keys = {name: f"inputs/{uid}/{gen_id}/init_image.png" for name, gen_id in
+            (("done", done.id), ("queued", queued.id), ("gone_old", new_id()), ("gone_new", new_id()))}
+    for key in keys.values():
+        blobs.put(key, b"png")
+    old = time.time() - 2 * 3600
+    os.utime(blobs.local_path(keys["gone_old"]), (old, old))
+
+    with app.state.db.transaction() as s:
+        dry = next(p for p in retention_service.plan(s, settings=settings, blobs=blobs)
+                   if p.category == "transient inputs")
+        assert dry.count == 2
+        retention_service.run(s, settings=settings, blobs=blobs)
+    assert not blobs.exists(keys["done"]) and not blobs.exists(keys["gone_old"])
+    assert blobs.exists(keys["queued"]), "a job that has not run yet keeps its input"
+    assert blobs.exists(keys["gone_new"]), "an input whose request has not committed yet is left alone"
+
+
+def test_other_parts_tables_are_skipped_or_purged(client, app, settings):
+    """Exports, emails, privacy requests and the erasure log belong to other parts of the privacy domain."""
+    signup(client)
+    with app.state.db.transaction() as s:
+        plan = retention_service.plan(s, settings=settings)
+    names = {p.category for p in plan}
+    assert {"exports", "emails", "privacy requests", "erasure log"} <= names
+    for p in plan:
+        assert p.count == 0  # nothing of theirs is old here; absent tables say so instead of failing
+        assert p.skipped is None or "no " in p.skipped
+
+
+def test_every_period_in_the_data_map_has_a_purge():
+    """Each data-map entry that names a retention period or legal hold is purged by a rule for its table."""
+    from imagen.privacy.datamap import DATA_MAP
+    from imagen.privacy.retention import RULES
+
+    with_cascade = {"privacy_request_events": "deleted with its privacy request (ON DELETE CASCADE)"}
+    rule_tables = {t for rule in RULES for t in rule.tables} | {rule.item for rule in RULES}
+    timed = [i for i in DATA_MAP if (i.retention_setting or i.hold) and i.table]
+    missing = [i.name for i in timed if i.table not in rule_tables and i.name not in with_cascade]
+    assert missing == []
+
+
+def test_scheduler_runs_in_the_background_and_can_be_disabled(client, app, settings):
+    signup(client)
+    ids = seed_old_and_new(app)
+    assert isinstance(app.state.retention, RetentionScheduler)  # started by the app's lifespan
+    off = RetentionScheduler(app.state.db, app.state.blobs, settings.model_copy(
+        update={"retention_interval_hours": 0}), first_delay=0)
+    off.start()
+    assert off._thread is None
+    fast = RetentionScheduler(app.state.db, app.state.blobs, settings.model_copy(
+        update={"retention_interval_hours": 0.0005}), first_delay=0)
+    fast.start()
+    try:
+        deadline = time.monotonic() + 20
+        while fast.runs < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        fast.stop()
+    assert fast.runs >= 2
+    with app.state.db.transaction() as s:
+        assert s.get(SecurityEvent, ids["old_event"]) is None
+        assert s.get(SecurityEvent, ids["new_event"]) is not None
+
+
+def test_cli_retention_run_prints_what_it_would_purge_then_purges(cli_env):
+    runner = CliRunner()
+    assert runner.invoke(cli, ["admin", "create-user", "op@example.com", "--password", "Sturdy-passphrase-42"]
+                         ).exit_code == 0
+    settings: Settings = get_settings()
+    db = Database(settings.resolved_database_url)
+    with db.transaction() as s:
+        s.add(SecurityEvent(user_id=user_id(s, "op@example.com"), kind="login", created_at=utcnow() - 400 * DAY))
+    try:
+        dry = runner.invoke(cli, ["retention", "run", "--dry-run"])
+        assert dry.exit_code == 0, dry.output
+        assert "Would purge" in dry.output and "security log" in dry.output
+        assert "IMAGEN_RETENTION_SECURITY_LOG_DAYS" in dry.output and "1 item(s) would be purged" in dry.output
+        with db.transaction() as s:
+            assert s.scalar(select(func.count()).select_from(SecurityEvent)) == 1
+        real = runner.invoke(cli, ["retention", "run"])
+        assert real.exit_code == 0, real.output
+        assert "Purged" in real.output and "1 item(s) purged" in real.output
+        with db.transaction() as s:
+            assert s.scalar(select(func.count()).select_from(SecurityEvent)) == 0
+        assert "0 item(s) purged" in runner.invoke(cli, ["retention", "run"]).output
+    finally:
+        db.dispose()
