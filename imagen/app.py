@@ -25,6 +25,7 @@ from imagen.kit import migrate
 from imagen.kit.config import Settings, get_settings
 from imagen.kit.db import Database
 from imagen.kit.errors import ServiceError
+from imagen.kit.http import RequestAddressMiddleware
 from imagen.notifications.endpoints import router as notifications_router
 from imagen.privacy.centre import router as privacy_centre_router
 from imagen.privacy.endpoints import router as privacy_router
@@ -32,6 +33,10 @@ from imagen.privacy.me_endpoints import router as privacy_me_router
 from imagen.privacy.policy import render_policy
 from imagen.privacy.requests.endpoints import router as privacy_requests_router
 from imagen.privacy.retention import RetentionScheduler
+from imagen.safety import checks as safety_checks
+from imagen.safety.bank_endpoints import router as safety_banks_router
+from imagen.safety.endpoints import router as safety_router
+from imagen.safety.pages import router as safety_pages_router
 from imagen.storage import make_blob_store
 from imagen.web.pages import router as pages_router
 from imagen.workflows.endpoints import router as workflows_router
@@ -54,6 +59,8 @@ def create_app(settings: Settings | None = None, *, run_migrations: bool = True,
                 session, version=settings.policy_version, text=render_policy(settings))
         app.state.db = db
         app.state.blobs = make_blob_store(settings)
+        # One hash matcher per app, found by the upload paths and the worker through the engine; the quarantine.
+        app.state.safety = safety_checks.install(db, app.state.blobs, settings)
         app.state.runtime = runtime or Runtime(
             settings.resolved_models_dir, device=settings.device, cache_bytes=settings.model_cache_bytes)
         # Uploaded models are read from this app's blob store (a runtime passed in, as in tests, is re-pointed).
@@ -75,6 +82,7 @@ def create_app(settings: Settings | None = None, *, run_migrations: bool = True,
 
     app = FastAPI(title="IMAGEN", version="0.1.0", lifespan=lifespan)
     app.state.settings = settings
+    app.add_middleware(RequestAddressMiddleware)
 
     @app.exception_handler(ServiceError)
     async def _service_error(_request: Request, exc: ServiceError) -> JSONResponse:
@@ -86,7 +94,8 @@ def create_app(settings: Settings | None = None, *, run_migrations: bool = True,
 
     for router in (accounts_router, assets_router, workflows_router, generation_router, privacy_router,
                    notifications_router, privacy_centre_router, privacy_requests_router, consent_router,
-                   marketing_router, privacy_me_router, pages_router):
+                   marketing_router, privacy_me_router, safety_banks_router, safety_router, safety_pages_router,
+                   pages_router):
         app.include_router(router)
     app.mount("/static", StaticFiles(directory=Path(__file__).parent / "web" / "static"), name="static")
     return app

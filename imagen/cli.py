@@ -16,6 +16,7 @@ from imagen.kit.config import get_settings
 from imagen.privacy.cli import privacy_app
 from imagen.privacy.records_cli import records_app
 from imagen.privacy.retention_cli import retention_app
+from imagen.safety.bank_cli import safety_app
 from imagen.workflows.cli import workflows_app
 
 app = typer.Typer(help="IMAGEN: a self-hostable, multi-user image-generation service.", no_args_is_help=True)
@@ -29,6 +30,7 @@ app.add_typer(policy_app, name="policy")
 app.add_typer(retention_app, name="retention")
 app.add_typer(records_app, name="records")
 app.add_typer(privacy_app, name="privacy")
+app.add_typer(safety_app, name="safety")
 console = Console()
 
 

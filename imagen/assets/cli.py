@@ -35,8 +35,12 @@ def _open() -> Iterator[tuple[Any, Any, Any]]:
     settings.ensure_data_dir()
     migrate.upgrade(settings.resolved_database_url)
     db = Database(settings.resolved_database_url)
+    blobs = make_blob_store(settings)
+    from imagen.safety import checks
+
+    checks.install(db, blobs, settings)  # the same hash banks the upload API checks
     try:
-        yield settings, db, make_blob_store(settings)
+        yield settings, db, blobs
     finally:
         db.dispose()
 

@@ -177,6 +177,7 @@ class AssetService:
 
         checked = (self._check_image(staged, name) if kind == "reference_image"
                    else self._check_model(staged, name, kind))
+        self._screen(session, user=user, staged=staged, checked=checked, operator=operator)
         limit, why = limits.per_file(checked.kind)
         if kind is None and staged.size > limit:
             raise PayloadTooLarge(f"The file is {human_bytes(staged.size)}, more than {why}.")
@@ -221,6 +222,20 @@ class AssetService:
             kind="reference_image", sha256=hashlib.sha256(image.png).hexdigest(), size=len(image.png),
             filename=str(PurePath(name).with_suffix(".png")), content_type="image/png",
             width=image.width, height=image.height, png=image.png)
+
+    def _screen(self, session: Session, *, user: User, staged: StagedFile, checked: _Checked,
+                operator: bool) -> None:
+        """Trust and safety (imagen/safety/checks.py): hash banks, NSFW policy; raises a neutral 422."""
+        from imagen.safety import checks
+
+        if checked.png is None:
+            checks.screen_model_file(session, user_id=user.id, sha256=checked.sha256, path=staged.path,
+                                     filename=staged.filename, suspend=not operator)
+            return
+        png = checks.screen_reference_image(session, user_id=user.id, original=staged.path.read_bytes(),
+                                            png=checked.png, filename=staged.filename)
+        if png is not checked.png:  # blurred by the NSFW policy: that is what is stored
+            checked.png, checked.sha256, checked.size = png, hashlib.sha256(png).hexdigest(), len(png)
 
     def _existing(self, asset: Asset, public: bool) -> Asset:
         if public and not asset.public and asset.kind in MODEL_KINDS:

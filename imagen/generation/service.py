@@ -71,6 +71,10 @@ class GenerationService:
                 {"loc": ["body", "params", *map(str, e["loc"])], "msg": e["msg"], "type": e["type"]}
                 for e in exc.errors(include_url=False)
             ]) from None
+        from imagen.safety.checks import screen_prompt  # prompt rules: 422 naming the category
+
+        screen_prompt(session, user_id=user.id, prompt=clean.get("prompt", ""),
+                      negative_prompt=clean.get("negative_prompt", ""))
         models = resolve_models(session, user=user, workflow=workflow, params=clean, checkpoints=checkpoints)
         active = session.scalar(
             select(func.count()).select_from(Generation)
@@ -93,6 +97,10 @@ class GenerationService:
             if not clean.get(field):
                 continue
             png = resolve_image(session, user=user, field=field, value=clean[field], blobs=blobs)
+            if not clean[field].startswith(ASSET_IMAGE_PREFIX):  # an inline upload: checked like an asset
+                from imagen.safety.checks import screen_reference_image
+
+                png = screen_reference_image(session, user_id=user.id, original=png, png=png, filename=field)
             # The input is transient: kept only until the job ends, referenced by hash in the record.
             if not clean[field].startswith(ASSET_IMAGE_PREFIX):
                 clean[field] = "sha256:" + hashlib.sha256(png).hexdigest()
@@ -188,11 +196,19 @@ class GenerationService:
         return False
 
     def complete(self, session: Session, *, generation_id: str, images: list[ImageResult],
-                 signals: dict[str, Any], blobs: BlobStore) -> bool:
+                 signals: dict[str, Any], blobs: BlobStore) -> bool | str:
+        """Store the outputs (True), or fail the job when the safety checks block them ("blocked")."""
         gen = session.get(Generation, generation_id)
         if gen is None or gen.status != "running" or gen.cancel_requested:
             return False
-        for index, image in enumerate(images):
+        from imagen.safety.checks import NEUTRAL_GENERATION, screen_outputs  # hash banks, NSFW: before storing
+
+        screened = screen_outputs(session, gen=gen, images=images)
+        if screened is None:  # never stored, never served; a hash match opened a case
+            gen.status, gen.error, gen.finished_at = "failed", NEUTRAL_GENERATION, utcnow()
+            self._drop_transient_input(session, gen, blobs)
+            return "blocked"
+        for index, image in enumerate(screened):
             key = output_key(gen.user_id, gen.id, index)
             blobs.put(key, image.png, "image/png")
             run_after_rollback(session, blobs.delete, key)

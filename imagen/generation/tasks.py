@@ -97,7 +97,7 @@ def _execute(
         done = generation_service.complete(
             session, generation_id=generation_id, images=result.images, signals=result.signals, blobs=blobs)
     if done:
-        return "succeeded"
+        return "failed" if done == "blocked" else "succeeded"
     return _finish(db, blobs, generation_id, "canceled", None)
 
 

@@ -90,6 +90,45 @@ class Settings(BaseSettings):
     erasure_grace_days: int = Field(default=0, ge=0, description="0 erases at once; >0 schedules it, cancellable")
     privacy_jobs_interval_seconds: float = Field(default=300.0, ge=0, description="0 disables the schedule")
 
+    # Safety: hash banks (imagen/safety/banks.py, matcher.py)
+    pdq_max_distance: int = Field(default=31, ge=0, le=256, description="PDQ match: Hamming distance at most this")
+    pdq_min_quality: int = Field(default=50, ge=0, le=100, description="PDQ hashes of lower quality are ignored")
+    hash_bank_reload_seconds: float = Field(default=5.0, ge=0, description="how often matchers look for bank changes")
+
+    # Safety: NCMEC (CyberTipline reporting API, imagen/safety/ncmec_client.py)
+    ncmec_environment: Literal["test", "production"] = "test"
+    ncmec_username: str | None = None
+    ncmec_password: str | None = None
+    ncmec_base_url: str | None = Field(default=None, description="overrides the environment's URL (tests)")
+    ncmec_require_confirmation: bool = Field(default=True, description="a moderator confirms before submission")
+    ncmec_timeout_seconds: float = Field(default=60.0, gt=0)
+    ncmec_reporter_company: str | None = None  # defaults to legal_entity
+    ncmec_reporter_first_name: str = ""
+    ncmec_reporter_last_name: str = ""
+    ncmec_reporter_email: str | None = None  # defaults to contact_email
+    ncmec_reporter_phone: str = ""
+    ncmec_terms_of_service_url: str = ""
+
+    # Safety: prompts and NSFW (imagen/safety/prompt_rules.py, nsfw.py)
+    prompt_rules_file: Path | None = Field(default=None, description="operator prompt rules (JSON), added to built-ins")
+    nsfw_policy: str = Field(default="", description='JSON, e.g. {"genitalia_exposed": "block"}; empty allows all')
+    nsfw_threshold: float = Field(default=0.5, ge=0.0, le=1.0, description="detector score from which a rule acts")
+    nsfw_blur_mode: Literal["boxes", "image"] = Field(default="boxes", description="blur the regions or the image")
+
+    @field_validator("nsfw_policy")
+    @classmethod
+    def _valid_nsfw_policy(cls, value: str) -> str:
+        from imagen.safety.nsfw import NsfwPolicy
+
+        NsfwPolicy.from_config(value)  # NsfwPolicyError (a ValueError) names the key at fault
+        return value
+
+    # Safety: cases and quarantine (imagen/safety/service.py, quarantine.py, checks.py)
+    quarantine_key: str | None = Field(default=None, description="Fernet key; generated into <data>/quarantine.key")
+    evidence_retention_days: int = Field(default=365, ge=0, description="legal hold of evidence (REPORT Act: 1 year)")
+    prompt_refusals_flag: int = Field(default=3, ge=1, description="refusals in 24 h that open a prompt_flag case")
+    prompt_refusals_retention_days: int = Field(default=90, ge=0)
+
     worker_autostart: bool = Field(default=True, description="start the in-process worker with the app")
 
     @field_validator("consent_defaults_elsewhere")
@@ -129,6 +168,19 @@ class Settings(BaseSettings):
 
     def ensure_data_dir(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
+
+    def resolved_quarantine_key(self) -> bytes:
+        """The quarantine's Fernet key: configured, or generated once into the data folder (not the secret key)."""
+        if self.quarantine_key:
+            return self.quarantine_key.encode()
+        from cryptography.fernet import Fernet
+
+        self.ensure_data_dir()
+        key_file = self.data_dir / "quarantine.key"
+        if not key_file.exists():
+            key_file.write_bytes(Fernet.generate_key())
+            key_file.chmod(0o600)
+        return key_file.read_bytes().strip()
 
     def resolved_secret_key(self) -> str:
         """The configured key, or one generated once and kept in the data folder."""

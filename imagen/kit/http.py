@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
 from sqlalchemy.orm import Session
@@ -19,6 +20,29 @@ SESSION_COOKIE = "imagen_session"
 CSRF_COOKIE = "imagen_csrf"
 CSRF_HEADER = "X-CSRF-Token"
 UNSAFE_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
+
+
+# The address of the request being served, for code deep below the endpoints that must record it only in rare
+# cases (evidence of a hash match, imagen/safety/checks.py) without every service taking it as an argument.
+REQUEST_IP: ContextVar[str | None] = ContextVar("imagen_request_ip", default=None)
+
+
+class RequestAddressMiddleware:
+    """Pure ASGI: sets `REQUEST_IP` for the request (threadpool calls copy the context, so it reaches them)."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        client = scope.get("client")
+        token = REQUEST_IP.set(client[0] if client else None)
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            REQUEST_IP.reset(token)
 
 
 def get_db_session(request: Request) -> Iterator[Session]:
@@ -98,7 +122,14 @@ def get_admin(user: Annotated[User, Depends(get_current_user)]) -> User:
     return user
 
 
+def get_moderator(user: Annotated[User, Depends(get_current_user)]) -> User:
+    if user.role not in ("moderator", "admin"):
+        raise Forbidden("Moderators only")
+    return user
+
+
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
 OptionalPrincipalDep = Annotated[Principal | None, Depends(get_optional_principal)]
 CurrentUser = Annotated[User, Depends(get_current_user)]
 AdminUser = Annotated[User, Depends(get_admin)]
+ModeratorUser = Annotated[User, Depends(get_moderator)]

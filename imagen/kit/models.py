@@ -11,10 +11,12 @@ from imagen.privacy import minors as privacy_minors_models
 from imagen.privacy import models as privacy_models
 from imagen.privacy.records import models as privacy_records_models
 from imagen.privacy.requests import models as privacy_requests_models
+from imagen.safety import bank_models as safety_bank_models
+from imagen.safety import models as safety_models
 from imagen.workflows import models as workflows_models
 
 __all__ = [
     "Base", "accounts_models", "assets_models", "consent_models", "generation_models", "mail_models",
     "notifications_models", "privacy_minors_models", "privacy_models", "privacy_records_models",
-    "privacy_requests_models", "workflows_models",
+    "privacy_requests_models", "safety_bank_models", "safety_models", "workflows_models",
 ]

@@ -73,6 +73,12 @@ _CONTRACT = "contract (GDPR Art. 6(1)(b))"
 _SECURITY = "legitimate interests in keeping accounts and the service secure (GDPR Art. 6(1)(f))"
 _FAILED = "failed and canceled ones: retention_failed_generations_days"
 
+# Safety cases and their evidence (imagen/safety): one hold, and one reason the person is not shown them.
+EVIDENCE_HOLD = LegalHold("evidence a provider must preserve after a report to NCMEC (18 U.S.C. §2258A(h), one year "
+                          "under the REPORT Act)", "evidence_retention_days")
+INVESTIGATION_WITHHELD = ("telling a person about an investigation of child sexual abuse material could obstruct it "
+                          "(18 U.S.C. §2258A; GDPR Art. 23(1)(d))")
+
 DATA_MAP: list[DataItem] = [
     DataItem(
         "account", "account", "email address, hashed password, date of birth, country, role", "provided",
@@ -265,6 +271,46 @@ DATA_MAP: list[DataItem] = [
         "generated", "improve the service from anonymized, aggregated signals (policy §3)",
         "consent (GDPR Art. 6(1)(a))", "not collected", "delete", collected=False,
         note="this build derives no insight rows; each generation's consent stamp is kept for when it does"),
+    # Trust and safety (imagen/safety, docs/safety.md): preserved evidence is a legal hold that outlives erasure.
+    DataItem(
+        "safety_cases", "safety cases", "moderation cases about the account (hash match, user report, flagged "
+        "prompts): kind, status, the account's id and email, the NCMEC report id", "generated",
+        "act on child sexual abuse material and abuse of the service, and report to NCMEC (policy §4.3, §10)",
+        "legal obligation (18 U.S.C. §2258A; GDPR Art. 6(1)(c)) and legitimate interests (Art. 6(1)(f))",
+        "evidence_retention_days from the case, also after account erasure", "legal_hold",
+        table="safety_cases", user_column="user_id", email_column="user_email",
+        hold=EVIDENCE_HOLD,
+        retention_setting="evidence_retention_days", providers=("hosting",),
+        withheld=INVESTIGATION_WITHHELD),
+    DataItem(
+        "safety_evidence", "safety cases", "evidence preserved with a case: the matched file (encrypted, in "
+        "quarantine), its hashes and the match, the account's id, email, IP and time, the prompt", "generated",
+        "preserve evidence for NCMEC and law enforcement (policy §4.3)",
+        "legal obligation (18 U.S.C. §2258A(h); GDPR Art. 6(1)(c))",
+        "evidence_retention_days from the case, also after account erasure", "legal_hold",
+        table="safety_evidence", user_column="user_id", email_column="user_email",
+        hold=EVIDENCE_HOLD,
+        retention_setting="evidence_retention_days", providers=("hosting",),
+        withheld=INVESTIGATION_WITHHELD),
+    DataItem(
+        "safety_case_actions", "safety cases", "the audit trail of moderation: the moderator who acted, when, "
+        "the action and note", "generated", "prove how each case was handled (policy §4.3)",
+        "legal obligation and legitimate interests (GDPR Art. 6(1)(c), (f))", "as long as its case (deleted with it)",
+        "legal_hold", table="safety_case_actions", user_column="actor_id", email_column="actor_email",
+        hold=LegalHold("proof of how each case was handled, kept with the case", "evidence_retention_days"),
+        retention_setting="evidence_retention_days", providers=("hosting",),
+        note="the user here is the moderator who acted"),
+    DataItem(
+        "user_reports", "reports you made", "images you reported to the moderators and why", "provided",
+        "let users report abusive images (policy §4.3)", "legitimate interests (GDPR Art. 6(1)(f))",
+        "as long as its case; your id is removed when your account is erased", "anonymize",
+        table="user_reports", user_column="reporter_id", anonymize=("reporter_id",), providers=("hosting",)),
+    DataItem(
+        "prompt_refusals", "refused prompts", "prompts the prompt rules refused: rule, category, the prompt",
+        "provided", "flag repeated attempts to generate forbidden content for review (policy §4.3, §10)",
+        "legitimate interests in keeping the service safe (GDPR Art. 6(1)(f))", "prompt_refusals_retention_days",
+        "delete", table="prompt_refusals", user_column="user_id",
+        retention_setting="prompt_refusals_retention_days", providers=("hosting",)),
 ]
 
 NOT_PERSONAL: list[NotPersonal] = [

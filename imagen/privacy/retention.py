@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import ColumnElement, Table, and_, delete, func, or_, select, update
+from sqlalchemy import ColumnElement, Table, and_, column, delete, func, or_, select, table, update
 from sqlalchemy.orm import Session
 
 from imagen.kit.config import Settings
@@ -142,6 +142,19 @@ RULES: tuple[Rule, ...] = (
          ("privacy_requests",), "retention_privacy_requests_days", _older("closed_at", "completed_at")),
     Rule("erasure_requests", "erasure log", "erasure records kept as a legal hold, once the hold ends",
          ("erasures", "erasure_log"), "retention_erasure_log_days", _erasure_holds),
+    # Safety cases end their hold at hold_until; evidence, audit and reports go with them, quarantine files too.
+    Rule("safety_cases", "safety cases", "cases and their preserved evidence (legal hold), once the hold ends",
+         ("safety_cases",), "evidence_retention_days",
+         lambda t, cutoff, s: t.c.hold_until < cutoff + timedelta(days=s.evidence_retention_days),
+         child_blobs=lambda session, ids: [k for k in session.scalars(
+             select(column("quarantine_blob_key")).select_from(table("safety_evidence"))
+             .where(column("case_id").in_(ids))) if k]),
+    Rule("safety_evidence", "safety cases", "preserved evidence (and its quarantined file) past the hold",
+         ("safety_evidence",), "evidence_retention_days", _older("created_at")),
+    Rule("safety_case_actions", "safety cases", "the moderation audit trail past the hold",
+         ("safety_case_actions",), "evidence_retention_days", _older("created_at")),
+    Rule("prompt_refusals", "refused prompts", "prompts the prompt rules refused",
+         ("prompt_refusals",), "prompt_refusals_retention_days", _older("created_at")),
 )
 
 

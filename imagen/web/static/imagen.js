@@ -440,38 +440,7 @@
 // ==== privacy centre and admin records (retention/records owner) ====
 // Pages: /privacy/centre (export, erasure), /admin/breaches, /admin/legal-requests. Self-contained.
 (function () {
-  function csrf() {
-    const found = document.cookie.split(";").map((p) => p.trim()).find((p) => p.startsWith("imagen_csrf="));
-    return found ? decodeURIComponent(found.slice("imagen_csrf=".length)) : "";
-  }
-
-  async function call(method, url, body) {
-    const headers = { Accept: "application/json" };
-    if (body !== undefined) headers["Content-Type"] = "application/json";
-    if (method !== "GET") headers["X-CSRF-Token"] = csrf();
-    const response = await fetch(url, {
-      method, headers, credentials: "same-origin", body: body === undefined ? undefined : JSON.stringify(body),
-    });
-    const text = await response.text();
-    let data = null;
-    try { data = text ? JSON.parse(text) : null; } catch (_) { data = { detail: text }; }
-    return { ok: response.ok, status: response.status, data };
-  }
-
-  function show(box, r) {
-    const detail = r.data && r.data.detail;
-    let message = `Request failed (HTTP ${r.status})`;
-    if (Array.isArray(detail)) {
-      message = detail.map((d) => {
-        const loc = (d.loc || []).filter((p) => p !== "body");
-        return loc.length ? `${loc.join(".")}: ${d.msg}` : d.msg;
-      }).join("; ");
-    } else if (typeof detail === "string") {
-      message = detail;
-    }
-    box.textContent = message;
-    box.hidden = false;
-  }
+  const { call, show } = window.imagenApi; // api.js
 
   function utc(value) { return value ? `${value}:00Z` : null; } // datetime-local inputs hold UTC times
   function lines(value) { return value.split(/[\s,]+/).map((s) => s.trim()).filter(Boolean); }
@@ -643,13 +612,7 @@
 
 // ==== privacy requests (imagen/privacy/requests): /privacy/request and /admin/privacy-requests ====
 (function () {
-  function csrf() {
-    for (const part of document.cookie.split(";")) {
-      const [key, ...rest] = part.trim().split("=");
-      if (key === "imagen_csrf") return decodeURIComponent(rest.join("="));
-    }
-    return "";
-  }
+  const { csrf } = window.imagenApi; // api.js
 
   async function post(url, body) {
     const headers = { Accept: "application/json", "Content-Type": "application/json" };
@@ -772,10 +735,7 @@
 // ==== consent and policy (consent owner): cookie banner, changed-policy notice, consent centre, report a minor ====
 // Self-contained. Writes go to the JSON API; the server sets the cookie-choice cookie (first-party, HttpOnly).
 (function () {
-  function csrf() {
-    const found = document.cookie.split(";").map((p) => p.trim()).find((p) => p.startsWith("imagen_csrf="));
-    return found ? decodeURIComponent(found.slice("imagen_csrf=".length)) : "";
-  }
+  const { csrf } = window.imagenApi; // api.js
 
   async function send(method, url, body) {
     const headers = { Accept: "application/json" };

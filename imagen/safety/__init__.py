@@ -1,0 +1,1 @@
+"""Trust and safety: hash banks, NSFW classification, prompt rules, cases, NCMEC reports."""

@@ -1,0 +1,108 @@
+"""Moderation: cases, the evidence they preserve, the audit trail of actions, user reports, prompt refusals.
+
+Cases and evidence are a legal hold: they name the account by a plain id and a copied email (no foreign key to
+`users`), so they outlive an account erasure until `hold_until`, when the retention run purges them.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, ForeignKey, Integer, String, Text
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from imagen.kit.db import Base, CreatedMixin, IdMixin, UTCDateTime, utcnow
+
+CASE_KINDS = ("hash_match", "user_report", "prompt_flag", "nsfw")
+CASE_STATUSES = ("open", "dismissed", "removed", "suspended", "restored", "reported", "report_failed")
+CASE_ACTIONS = ("dismiss", "remove", "suspend", "restore", "report")
+
+
+class SafetyCase(IdMixin, CreatedMixin, Base):
+    __tablename__ = "safety_cases"
+
+    kind: Mapped[str] = mapped_column(String(16), nullable=False, index=True)
+    status: Mapped[str] = mapped_column(String(16), default="open", nullable=False, index=True)
+    user_id: Mapped[str | None] = mapped_column(String(32), index=True)  # the account concerned; no FK (hold)
+    user_email: Mapped[str | None] = mapped_column(String(320))
+    summary: Mapped[str] = mapped_column(String(1000), default="", nullable=False)
+    subject_type: Mapped[str | None] = mapped_column(String(32))  # asset_upload, model_upload, output, generation
+    subject_id: Mapped[str | None] = mapped_column(String(64))
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, nullable=False)
+    hold_until: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False, index=True)
+    ncmec_report_id: Mapped[str | None] = mapped_column(String(64))
+    ncmec_error: Mapped[str | None] = mapped_column(String(1000))
+    reported_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+    evidence: Mapped[list[Evidence]] = relationship(
+        back_populates="case", cascade="all, delete-orphan", passive_deletes=True, order_by="Evidence.created_at")
+    actions: Mapped[list[CaseAction]] = relationship(
+        cascade="all, delete-orphan", passive_deletes=True, order_by="CaseAction.created_at")
+
+
+class Evidence(IdMixin, CreatedMixin, Base):
+    """One preserved item: the account data at the time, the hashes, the match, and the encrypted bytes."""
+
+    __tablename__ = "safety_evidence"
+
+    case_id: Mapped[str] = mapped_column(ForeignKey("safety_cases.id", ondelete="CASCADE"), nullable=False,
+                                         index=True)
+    source: Mapped[str] = mapped_column(String(32), nullable=False)  # upload, model_upload, output, report, prompt
+    user_id: Mapped[str | None] = mapped_column(String(32), index=True)
+    user_email: Mapped[str | None] = mapped_column(String(320))
+    ip_address: Mapped[str | None] = mapped_column(String(64))
+    event_time: Mapped[datetime | None] = mapped_column(UTCDateTime())  # of the upload or generation
+    filename: Mapped[str | None] = mapped_column(String(300))
+    content_type: Mapped[str | None] = mapped_column(String(100))
+    size_bytes: Mapped[int | None] = mapped_column(Integer)
+    sha256: Mapped[str | None] = mapped_column(String(64))
+    md5: Mapped[str | None] = mapped_column(String(32))
+    pdq: Mapped[str | None] = mapped_column(String(64))
+    match: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    generation_id: Mapped[str | None] = mapped_column(String(32))
+    prompt: Mapped[str | None] = mapped_column(Text)
+    negative_prompt: Mapped[str | None] = mapped_column(Text)
+    quarantine_blob_key: Mapped[str | None] = mapped_column(String(300))  # encrypted (quarantine.py)
+
+    case: Mapped[SafetyCase] = relationship(back_populates="evidence")
+
+
+class CaseAction(IdMixin, CreatedMixin, Base):
+    """The audit trail: every moderator action on a case (and what the system did when it opened)."""
+
+    __tablename__ = "safety_case_actions"
+
+    case_id: Mapped[str] = mapped_column(ForeignKey("safety_cases.id", ondelete="CASCADE"), nullable=False,
+                                         index=True)
+    actor_id: Mapped[str | None] = mapped_column(String(32))  # None: the system
+    actor_email: Mapped[str | None] = mapped_column(String(320))
+    action: Mapped[str] = mapped_column(String(16), nullable=False)
+    note: Mapped[str] = mapped_column(String(2000), default="", nullable=False)
+    result: Mapped[str] = mapped_column(String(1000), default="", nullable=False)
+
+
+class UserReport(IdMixin, CreatedMixin, Base):
+    """"Report this image": who reported what, and why."""
+
+    __tablename__ = "user_reports"
+
+    case_id: Mapped[str] = mapped_column(ForeignKey("safety_cases.id", ondelete="CASCADE"), nullable=False,
+                                         index=True)
+    reporter_id: Mapped[str | None] = mapped_column(String(32), index=True)
+    output_id: Mapped[str | None] = mapped_column(String(32))
+    generation_id: Mapped[str | None] = mapped_column(String(32))
+    reason: Mapped[str] = mapped_column(String(2000), default="", nullable=False)
+
+
+class PromptRefusalRecord(IdMixin, CreatedMixin, Base):
+    """A prompt the prompt rules refused; repeated refusals open a prompt_flag case."""
+
+    __tablename__ = "prompt_refusals"
+
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), nullable=False, index=True)
+    rule_id: Mapped[str] = mapped_column(String(100), nullable=False)
+    category: Mapped[str] = mapped_column(String(100), nullable=False)
+    field: Mapped[str] = mapped_column(String(32), nullable=False)
+    prompt: Mapped[str] = mapped_column(Text, default="", nullable=False)
+    negative_prompt: Mapped[str] = mapped_column(Text, default="", nullable=False)
