@@ -72,13 +72,17 @@ def test_moderator_acts_on_a_case_and_admin_manages_banks(live, chromium, settin
     expect(mod.locator("#action-error")).to_contain_text("no preserved file")
     expect(mod.locator("#audit tr.audit-entry[data-action='report']")).to_have_count(0)
 
+    mod.fill("#preserve-days", "500")
+    mod.click("button.case-action[data-action='preserve']")
+    expect(mod.locator("#audit tr.audit-entry[data-action='preserve']")).to_contain_text("held until")
+
     mod.click("button.case-action[data-action='restore']")
     expect(mod.locator("#case-status")).to_have_text("restored")
     assert eve.request.get("/api/v1/me").status == 200
     with app.state.db.transaction() as s:
         audit = [a.action for a in s.scalars(select(CaseAction).where(CaseAction.case_id == case_id)
                                               .order_by(CaseAction.created_at))]
-    assert audit == ["open", "suspend", "restore"]
+    assert audit == ["open", "suspend", "preserve", "restore"]
     assert mod.goto("/admin/hash-banks").status == 404  # moderators don't manage banks
     assert errors == [] and foreign == []
 

@@ -270,7 +270,7 @@ def test_export_link_expires_and_its_file_is_purged(app, user_client):
     assert [e["id"] for e in user_client.get("/api/v1/me/exports").json()] == [body["id"]]
     with app.state.db.transaction() as s:
         ctx = background.context_for(s)
-    assert background.tick(ctx) == {"erased": 0, "expired_exports": 1}  # the scheduled pass
+    assert background.tick(ctx) == {"erased": 0, "expired_exports": 1, "ncmec_reports": 0}  # the scheduled pass
     assert not app.state.blobs.exists(key)
     assert user_client.get(f"/api/v1/me/exports/{body['id']}").json()["status"] == "expired"
     assert exports.build_export(app.state.db, app.state.blobs, body["id"]) == "expired"  # safe to run twice
@@ -311,3 +311,6 @@ def test_cli_residue_scan_erase_and_ropa(cli_env):
     assert security["retention"]["configured"] == {"IMAGEN_RETENTION_SECURITY_LOG_DAYS": 365}
     assert security["erasure"]["emptied"] == ["user_id", "email", "ip_address", "user_agent"]
     assert {r["id"] for r in security["recipients"]} == {"hosting"}
+    evidence = next(a for a in record["activities"] if a["name"] == "safety_evidence")
+    assert any("NCMEC" in r["name"] for r in evidence["recipients"])  # policy §4.3: reported cases go to NCMEC
+    assert "NCMEC's CyberTipline" in md.output

@@ -275,3 +275,76 @@ def test_evidence_records_the_uploads_own_address_and_the_report_carries_it(app,
     report = case_service.build_report(case, settings, app.state.safety.quarantine)
     [event] = report.reported_person.ip_events
     assert (event.ip, event.event) == ("203.0.113.9", "Upload")
+
+
+def test_scheduled_pass_retries_an_automatic_report_that_failed(app, client, settings):
+    import socket
+    from datetime import timedelta
+
+    from imagen.privacy import background
+    from tests.fake_ncmec import FakeCyberTipline
+
+    with socket.socket() as closed:  # a port nothing listens on: NCMEC "down" when the match happens
+        closed.bind(("127.0.0.1", 0))
+        down = f"http://127.0.0.1:{closed.getsockname()[1]}"
+    fake = FakeCyberTipline().start()
+    try:
+        settings.ncmec_base_url, settings.ncmec_username, settings.ncmec_password = down, fake.username, fake.password
+        settings.ncmec_reporter_first_name, settings.ncmec_reporter_last_name = "Tess", "Safety"
+        settings.ncmec_require_confirmation, settings.ncmec_timeout_seconds = False, 2
+        import_bank(app, "bank", "pdq", [pdq_hex(photo())[0]])
+        signup(client, "eve@example.com")
+        assert upload_image(client, encode(photo())).status_code == 422
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not cases(app, status="report_failed"):
+            time.sleep(0.05)
+        [case] = cases(app)
+        assert case.status == "report_failed" and case.ncmec_error and not case.ncmec_report_id
+
+        settings.ncmec_base_url = fake.base_url  # NCMEC is back
+        with app.state.db.transaction() as s:
+            ctx = background.context_for(s)
+        assert background.tick(ctx)["ncmec_reports"] == 0  # failed just now: not yet due again
+        with app.state.db.transaction() as s:
+            s.get(SafetyCase, case.id).updated_at -= timedelta(hours=2)
+        assert background.tick(ctx)["ncmec_reports"] == 1
+        assert background.tick(ctx)["ncmec_reports"] == 0  # reported once
+        [case] = cases(app)
+        assert case.status == "reported" and fake.reports[case.ncmec_report_id].state == "finished"
+        assert fake.operations().count("submit") == 1
+    finally:
+        fake.stop()
+
+
+def test_preserve_extends_the_hold_of_the_case_and_its_evidence(app, client, moderator, settings):
+    from datetime import timedelta
+
+    from imagen.kit.db import utcnow
+    from imagen.privacy.retention import retention_service
+    from imagen.safety.models import Evidence
+
+    import_bank(app, "bank", "pdq", [pdq_hex(photo())[0]])
+    signup(client, "eve@example.com")
+    assert upload_image(client, encode(photo())).status_code == 422
+    [case] = cases(app)
+    url = f"/api/v1/admin/cases/{case.id}/actions"
+    missing = moderator.post(url, json={"action": "preserve"})
+    assert missing.status_code == 422 and "days" in missing.text
+    r = moderator.post(url, json={"action": "preserve", "days": 500, "note": "preservation request 2703(f)"})
+    assert r.status_code == 200 and r.json()["actions"][-1]["result"].startswith("held until")
+    shorter = moderator.post(url, json={"action": "preserve", "days": 10})  # never shortens the hold
+    assert shorter.json()["hold_until"] == r.json()["hold_until"]
+    key = case.evidence[0].quarantine_blob_key
+
+    def purge_at(days: int) -> None:
+        with app.state.db.transaction() as s:
+            retention_service.run(s, settings=settings, blobs=app.state.blobs, now=utcnow() + timedelta(days=days))
+
+    purge_at(400)  # past the usual year, within the extension: case, evidence, audit and file all kept
+    [kept] = cases(app)
+    assert len(kept.evidence) == 1 and len(kept.actions) == 4 and app.state.blobs.exists(key)
+    purge_at(501)
+    assert cases(app) == [] and not app.state.blobs.exists(key)
+    with app.state.db.transaction() as s:
+        assert s.scalar(select(func.count()).select_from(Evidence)) == 0
+        assert s.scalar(select(func.count()).select_from(CaseAction)) == 0

@@ -6,7 +6,7 @@ the session's engine (`context_for`), so callers (endpoints, privacy requests, t
 one (the CLI) work stays pending and `imagen privacy erase-due` or the next server start picks it up.
 
 The server also runs `tick` every `privacy_jobs_interval_seconds`: due erasures, pending exports left by a
-restart, expired export files and ended legal holds.
+restart, expired export files and ended legal holds, and automatic NCMEC reports still due (imagen/safety).
 """
 
 from __future__ import annotations
@@ -119,4 +119,13 @@ def tick(ctx: PrivacyContext) -> dict[str, int]:
     with ctx.db.transaction() as session:
         # Expired links lose their file within minutes, not at the daily retention run (which purges the rest).
         expired = export_service.purge_expired(session, blobs=ctx.blobs)
-    return {"erased": len(erased), "expired_exports": expired}
+    reported = _logged(_retry_automatic_reports, ctx) or []
+    return {"erased": len(erased), "expired_exports": expired, "ncmec_reports": len(reported)}
+
+
+def _retry_automatic_reports(ctx: PrivacyContext) -> list[str]:
+    """NCMEC reports the after-commit job did not complete (only when the operator turned confirmation off)."""
+    from imagen.safety.quarantine import Quarantine
+    from imagen.safety.service import retry_automatic_reports
+
+    return retry_automatic_reports(ctx.db, Quarantine.from_settings(ctx.blobs, ctx.settings), ctx.settings)

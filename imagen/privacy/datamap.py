@@ -53,6 +53,8 @@ class DataItem:
     hold: LegalHold | None = None
     retention_setting: str | None = None
     providers: tuple[str, ...] = ()
+    # Recipients that are not our processors, to whom the law makes us disclose (named in the processing record).
+    disclosed_to: tuple[str, ...] = ()
     collected: bool = True  # False: this build stores none; the export says so in an empty section
     note: str = ""
     # Set when the law restricts the subject's access (GDPR Art. 23): the export and the privacy centre name the
@@ -76,6 +78,7 @@ _FAILED = "failed and canceled ones: retention_failed_generations_days"
 # Safety cases and their evidence (imagen/safety): one hold, and one reason the person is not shown them.
 EVIDENCE_HOLD = LegalHold("evidence a provider must preserve after a report to NCMEC (18 U.S.C. §2258A(h), one year "
                           "under the REPORT Act)", "evidence_retention_days")
+NCMEC_RECIPIENT = "NCMEC's CyberTipline, when a case is reported (18 U.S.C. §2258A; policy §4.3)"
 INVESTIGATION_WITHHELD = ("telling a person about an investigation of child sexual abuse material could obstruct it "
                           "(18 U.S.C. §2258A; GDPR Art. 23(1)(d))")
 
@@ -277,20 +280,20 @@ DATA_MAP: list[DataItem] = [
         "prompts): kind, status, the account's id and email, the NCMEC report id", "generated",
         "act on child sexual abuse material and abuse of the service, and report to NCMEC (policy §4.3, §10)",
         "legal obligation (18 U.S.C. §2258A; GDPR Art. 6(1)(c)) and legitimate interests (Art. 6(1)(f))",
-        "evidence_retention_days from the case, also after account erasure", "legal_hold",
+        "evidence_retention_days from the case (longer if preserved), also after account erasure", "legal_hold",
         table="safety_cases", user_column="user_id", email_column="user_email",
         hold=EVIDENCE_HOLD,
-        retention_setting="evidence_retention_days", providers=("hosting",),
+        retention_setting="evidence_retention_days", providers=("hosting",), disclosed_to=(NCMEC_RECIPIENT,),
         withheld=INVESTIGATION_WITHHELD),
     DataItem(
         "safety_evidence", "safety cases", "evidence preserved with a case: the matched file (encrypted, in "
         "quarantine), its hashes and the match, the account's id, email, IP and time, the prompt", "generated",
         "preserve evidence for NCMEC and law enforcement (policy §4.3)",
         "legal obligation (18 U.S.C. §2258A(h); GDPR Art. 6(1)(c))",
-        "evidence_retention_days from the case, also after account erasure", "legal_hold",
+        "evidence_retention_days from the case (longer if preserved), also after account erasure", "legal_hold",
         table="safety_evidence", user_column="user_id", email_column="user_email",
         hold=EVIDENCE_HOLD,
-        retention_setting="evidence_retention_days", providers=("hosting",),
+        retention_setting="evidence_retention_days", providers=("hosting",), disclosed_to=(NCMEC_RECIPIENT,),
         withheld=INVESTIGATION_WITHHELD),
     DataItem(
         "safety_case_actions", "safety cases", "the audit trail of moderation: the moderator who acted, when, "

@@ -125,6 +125,13 @@ def _erasure_holds(table: Table, cutoff: datetime, settings: Settings) -> Column
     return or_(*ends) if ends else None
 
 
+def _case_hold_ended(rows: Table, cutoff: datetime, settings: Settings) -> ColumnElement[bool]:
+    """Rows of a safety case go when the case's hold ends (it may have been extended: `preserve`), or with it."""
+    now = cutoff + timedelta(days=settings.evidence_retention_days)
+    held = select(column("id")).select_from(table("safety_cases")).where(column("hold_until") >= now)
+    return rows.c.case_id.not_in(held)
+
+
 RULES: tuple[Rule, ...] = (
     Rule("security_events", "security log", "sign-up, login, logout and failed-login events",
          ("security_events",), "retention_security_log_days", _older("created_at")),
@@ -149,10 +156,10 @@ RULES: tuple[Rule, ...] = (
          child_blobs=lambda session, ids: [k for k in session.scalars(
              select(column("quarantine_blob_key")).select_from(table("safety_evidence"))
              .where(column("case_id").in_(ids))) if k]),
-    Rule("safety_evidence", "safety cases", "preserved evidence (and its quarantined file) past the hold",
-         ("safety_evidence",), "evidence_retention_days", _older("created_at")),
-    Rule("safety_case_actions", "safety cases", "the moderation audit trail past the hold",
-         ("safety_case_actions",), "evidence_retention_days", _older("created_at")),
+    Rule("safety_evidence", "safety cases", "preserved evidence (and its quarantined file) past its case's hold",
+         ("safety_evidence",), "evidence_retention_days", _case_hold_ended),
+    Rule("safety_case_actions", "safety cases", "the moderation audit trail past its case's hold",
+         ("safety_case_actions",), "evidence_retention_days", _case_hold_ended),
     Rule("prompt_refusals", "refused prompts", "prompts the prompt rules refused",
          ("prompt_refusals",), "prompt_refusals_retention_days", _older("created_at")),
 )

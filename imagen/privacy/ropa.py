@@ -54,7 +54,8 @@ def build_record(settings: Settings) -> dict[str, Any]:
             "name": item.name, "category": item.category, "description": item.description,
             "data_subjects": "users of the service (18 and older)", "source": item.source,
             "purpose": item.purpose, "legal_basis": item.legal_basis,
-            "recipients": [{"id": p, "name": PROVIDERS.get(p, p)} for p in item.providers],
+            "recipients": [{"id": p, "name": PROVIDERS.get(p, p)} for p in item.providers]
+            + [{"id": "legal_obligation", "name": who} for who in item.disclosed_to],
             "retention": _retention(item, settings), "erasure": _erasure(item),
             "storage": {"table": item.table, "blobs": item.blob_prefix},
             "collected": item.collected, "note": item.note,

@@ -66,8 +66,11 @@ class CaseDetail(CaseOut):
 
 
 class ActionIn(BaseModel):
-    action: Literal["dismiss", "remove", "suspend", "restore", "report"]
+    action: Literal["dismiss", "remove", "suspend", "restore", "report", "preserve"]
     note: str = Field(default="", max_length=2000)
+    # preserve: keep the case and its evidence at least this many days from now (e.g. a law-enforcement request
+    # to preserve, 18 U.S.C. §2703(f): 90 days, renewable); the hold never shortens.
+    days: int | None = Field(default=None, ge=1, le=3650)
 
 
 class ReportIn(BaseModel):
@@ -106,8 +109,10 @@ def get_case(case_id: str, _moderator: ModeratorUser, session: SessionDep) -> Ca
 @router.post("/admin/cases/{case_id}/actions", response_model=CaseDetail)
 def act_on_case(case_id: str, body: ActionIn, moderator: ModeratorUser, session: SessionDep,
                 settings: SettingsDep, request: Request) -> CaseDetail:
-    """dismiss, remove (reported content: quarantined and deleted), suspend, restore, report (to NCMEC)."""
+    """dismiss, remove (reported content: quarantined and deleted), suspend, restore, report (to NCMEC),
+    preserve (extend the hold by `days`)."""
     case = case_service.act(session, case_id=case_id, actor=moderator, action=body.action, note=body.note,
+                            days=body.days,
                             settings=settings, quarantine=request.app.state.safety.quarantine,
                             blobs=request.app.state.blobs)
     return case_detail(case)

@@ -16,7 +16,7 @@ from imagen.kit.db import Base, CreatedMixin, IdMixin, UTCDateTime, utcnow
 
 CASE_KINDS = ("hash_match", "user_report", "prompt_flag", "nsfw")
 CASE_STATUSES = ("open", "dismissed", "removed", "suspended", "restored", "reported", "report_failed")
-CASE_ACTIONS = ("dismiss", "remove", "suspend", "restore", "report")
+CASE_ACTIONS = ("dismiss", "remove", "suspend", "restore", "report", "preserve")
 
 
 class SafetyCase(IdMixin, CreatedMixin, Base):

@@ -28,7 +28,7 @@ MODERATOR_ROLES = ("moderator", "admin")
 # (action, button label, confirm first): "report" sends evidence to NCMEC and "remove" deletes outputs.
 CASE_BUTTONS = (("dismiss", "Dismiss", False), ("remove", "Remove content", True),
                 ("suspend", "Suspend account", False), ("restore", "Restore account", False),
-                ("report", "Report to NCMEC", True))
+                ("report", "Report to NCMEC", True), ("preserve", "Extend hold", False))
 
 
 def _not_found() -> HTMLResponse:

@@ -198,7 +198,7 @@ class CaseService:
         return case
 
     def act(self, session: Session, *, case_id: str, actor: User | None, action: str, note: str,
-            settings: Settings, quarantine: Quarantine, blobs: Any) -> SafetyCase:
+            settings: Settings, quarantine: Quarantine, blobs: Any, days: int | None = None) -> SafetyCase:
         """A moderator's action (`actor` None: the system's own, e.g. an automatic report), audited."""
         if action not in CASE_ACTIONS:
             raise field_error("action", f"must be one of {', '.join(CASE_ACTIONS)}")
@@ -220,6 +220,11 @@ class CaseService:
             case.status = "restored"
         elif action == "report":
             result = self._report(session, case, actor, settings, quarantine)
+        elif action == "preserve":
+            if not days:
+                raise field_error("days", "preserve needs the number of days to keep the case and its evidence")
+            case.hold_until = max(case.hold_until, utcnow() + timedelta(days=days))
+            result = f"held until {case.hold_until:%Y-%m-%d}"
         case.updated_at = utcnow()
         case.actions.append(CaseAction(case_id=case.id, actor_id=actor.id if actor else None,
                                        actor_email=actor.email if actor else None, action=action,
@@ -324,6 +329,34 @@ def report_case_automatically(db: Any, quarantine: Quarantine, settings: Setting
                          quarantine=quarantine, blobs=None,
                          note="automatic: IMAGEN_NCMEC_REQUIRE_CONFIRMATION is off")
         return case.ncmec_report_id
+
+
+AUTO_REPORT_RETRY = timedelta(hours=1)  # a failed automatic report is tried again after this
+AUTO_REPORT_GRACE = timedelta(minutes=10)  # an open case younger than this is still in the after-commit pool
+
+
+def retry_automatic_reports(db: Any, quarantine: Quarantine, settings: Settings) -> list[str]:
+    """The scheduled pass (privacy/background.py `tick`): hash-match cases that the after-commit job never got to
+    (a restart) or that NCMEC refused an hour ago or more. Returns the report ids obtained."""
+    if not reports_without_confirmation(settings):
+        return []
+    now = utcnow()
+    with db.transaction() as session:
+        due = list(session.scalars(select(SafetyCase.id).where(
+            SafetyCase.kind == "hash_match", SafetyCase.ncmec_report_id.is_(None),
+            ((SafetyCase.status == "open") & (SafetyCase.created_at < now - AUTO_REPORT_GRACE))
+            | ((SafetyCase.status == "report_failed") & (SafetyCase.updated_at < now - AUTO_REPORT_RETRY)))
+            .order_by(SafetyCase.created_at).limit(100)))
+    reported = []
+    for case_id in due:
+        try:
+            report_id = report_case_automatically(db, quarantine, settings, case_id)
+        except Exception:  # one case's trouble must not stop the others; it stays due
+            log.exception("automatic NCMEC report for case %s failed", case_id)
+            continue
+        if report_id:
+            reported.append(report_id)
+    return reported
 
 
 def _is_ip(value: str) -> bool:

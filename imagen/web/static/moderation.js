@@ -7,7 +7,7 @@
 
   const { call, show } = window.imagenApi; // api.js
 
-  // ---- a case: dismiss, remove, suspend, restore, report ----
+  // ---- a case: dismiss, remove, suspend, restore, report, preserve ----
   function setupCase() {
     const form = document.getElementById("case-actions");
     if (!form) return;
@@ -25,7 +25,9 @@
         }
         buttons.forEach((b) => { b.disabled = true; });
         const url = `/api/v1/admin/cases/${encodeURIComponent(form.dataset.caseId)}/actions`;
-        const r = await call("POST", url, { action, note: form.elements.note.value });
+        const body = { action, note: form.elements.note.value };
+        if (action === "preserve") body.days = Number(form.elements.days.value);
+        const r = await call("POST", url, body);
         if (r.ok) { window.location.reload(); return; }
         show(box, r);
         buttons.forEach((b) => { b.disabled = false; });
