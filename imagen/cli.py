@@ -134,6 +134,11 @@ def generate(
         msg = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
         raise typer.BadParameter(msg) from None
     settings = get_settings()
+    from imagen.safety.prompt_rules import prompt_rules  # the same rules as the API; the built-ins always apply
+
+    refusal = prompt_rules(settings).check(prompt, negative_prompt)
+    if refusal is not None:
+        raise typer.BadParameter(refusal.message, param_hint=refusal.field.replace("_", "-"))
     with console.status("Loading model…"):
         runtime = Runtime(settings.resolved_models_dir, device=settings.device)
         try:

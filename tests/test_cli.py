@@ -56,3 +56,11 @@ def test_generate_writes_a_reproducible_png(cli_env):
 def test_generate_refuses_bad_options(cli_env, args, message):
     result = CliRunner().invoke(app, ["generate", "x", "-o", str(cli_env / "x.png"), *args])
     assert result.exit_code != 0 and message in result.output
+
+
+def test_generate_applies_the_prompt_rules(cli_env):
+    out = cli_env / "x.png"
+    result = CliRunner().invoke(app, ["generate", "nude child", "-o", str(out)])
+    text = " ".join(result.output.replace("│", " ").split())  # typer's error box wraps the message
+    assert result.exit_code != 0 and "sexual content involving minors" in text
+    assert not out.exists()
