@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Request, status
+from fastapi import APIRouter, Query, Request, status
 from pydantic import BaseModel, Field
 
 from imagen.kit.http import AdminUser, CurrentUser, ModeratorUser, SessionDep, SettingsDep
@@ -97,8 +97,10 @@ def case_detail(case: SafetyCase) -> CaseDetail:
 
 @router.get("/admin/cases", response_model=list[CaseOut])
 def list_cases(_moderator: ModeratorUser, session: SessionDep, status: str | None = None,
-               kind: str | None = None) -> list[CaseOut]:
-    return [case_out(c) for c in case_service.list(session, status=status, kind=kind)]
+               kind: str | None = None, limit: Annotated[int, Query(ge=1, le=500)] = 100,
+               before: str | None = None) -> list[CaseOut]:
+    """Newest first; the next page: `before` = the last id of this one."""
+    return [case_out(c) for c in case_service.list(session, status=status, kind=kind, limit=limit, before=before)]
 
 
 @router.get("/admin/cases/{case_id}", response_model=CaseDetail)

@@ -7,6 +7,7 @@ are never shown here: moderators must not view suspected CSAM, so a case shows h
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlencode
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
@@ -60,18 +61,28 @@ def account_label(case: SafetyCase, states: dict[str, str]) -> str:
     return label if case.user_id in states else f"{label} (erased)"
 
 
+QUEUE_PAGE = 100
+
+
 @router.get("/admin/cases")
 def admin_cases(request: Request, principal: OptionalPrincipalDep, session: SessionDep,
-                status: str = "open", kind: str = "") -> Response:
+                status: str = "open", kind: str = "", before: str = "") -> Response:
     if (refused := _refusal(principal, MODERATOR_ROLES)) is not None:
         return refused
     status = status if status == "all" or status in CASE_STATUSES else "open"
     kind = kind if kind in CASE_KINDS else ""
-    cases = case_service.list(session, status=None if status == "all" else status, kind=kind or None)
+    try:
+        cases = case_service.list(session, status=None if status == "all" else status, kind=kind or None,
+                                  limit=QUEUE_PAGE, before=before or None)
+    except NotFound:  # a stale link to a purged case: start from the newest
+        cases, before = case_service.list(session, status=None if status == "all" else status,
+                                          kind=kind or None, limit=QUEUE_PAGE), ""
     states = account_states(session, {c.user_id for c in cases if c.user_id})
     rows = [{"c": c, "account": account_label(c, states)} for c in cases]
+    older = urlencode({"status": status, "kind": kind, "before": cases[-1].id}) \
+        if len(cases) == QUEUE_PAGE else None
     return render(request, "admin_cases.html", principal, rows=rows, status=status, kind=kind,
-                  statuses=CASE_STATUSES, kinds=CASE_KINDS)
+                  statuses=CASE_STATUSES, kinds=CASE_KINDS, older=older, paged=bool(before))
 
 
 def evidence_rows(case: SafetyCase) -> list[dict[str, Any]]:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import and_, func, or_, select
 from sqlalchemy.orm import Session
 
 from imagen.accounts.models import SecurityEvent, User
@@ -183,8 +183,13 @@ class CaseService:
 
     # ---- moderation ----
     def list(self, session: Session, *, status: str | None = None, kind: str | None = None,
-             limit: int = 100) -> list[SafetyCase]:
-        query = select(SafetyCase).order_by(SafetyCase.created_at.desc()).limit(limit)
+             limit: int = 100, before: str | None = None) -> list[SafetyCase]:
+        """Newest first, `limit` at a time; `before`: the last case id of the previous page (keyset)."""
+        query = select(SafetyCase).order_by(SafetyCase.created_at.desc(), SafetyCase.id.desc()).limit(limit)
+        if before:
+            last = self.get(session, case_id=before)
+            query = query.where(or_(SafetyCase.created_at < last.created_at,
+                                    and_(SafetyCase.created_at == last.created_at, SafetyCase.id < last.id)))
         if status:
             query = query.where(SafetyCase.status == status)
         if kind:
