@@ -64,3 +64,24 @@ def test_generate_applies_the_prompt_rules(cli_env):
     text = " ".join(result.output.replace("│", " ").split())  # typer's error box wraps the message
     assert result.exit_code != 0 and "sexual content involving minors" in text
     assert not out.exists()
+
+
+def test_set_role(cli_env):
+    runner = CliRunner()
+    assert runner.invoke(app, ["admin", "create-user", "mod@example.com", "--password",
+                               "Sturdy-passphrase-42"]).exit_code == 0
+    done = runner.invoke(app, ["admin", "set-role", "mod@example.com", "moderator"])
+    assert done.exit_code == 0 and "moderator" in done.output
+    assert runner.invoke(app, ["admin", "set-role", "mod@example.com", "boss"]).exit_code == 1
+    assert runner.invoke(app, ["admin", "set-role", "nobody@example.com", "admin"]).exit_code == 1
+
+    from imagen.accounts.service import account_service
+    from imagen.kit.config import get_settings
+    from imagen.kit.db import Database
+
+    db = Database(get_settings().resolved_database_url)
+    try:
+        with db.transaction() as s:
+            assert account_service.get_by_email(s, "mod@example.com").role == "moderator"
+    finally:
+        db.dispose()
