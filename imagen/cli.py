@@ -112,28 +112,22 @@ def set_role(
 ) -> None:
     """Give an account a role: moderators work the moderation queue (/admin/cases), admins everything."""
     from imagen.accounts.service import account_service
-    from imagen.kit import migrate
-    from imagen.kit.db import Database
+    from imagen.kit.cli_database import migrated_database
     from imagen.kit.errors import ServiceError
     from imagen.safety.service import case_service
 
-    settings = get_settings()
-    settings.ensure_data_dir()
-    migrate.upgrade(settings.resolved_database_url)
-    db = Database(settings.resolved_database_url)
-    try:
-        with db.transaction() as session:
-            user = account_service.get_by_email(session, email)
-            if user is None:
-                console.print(f"[red]No account with the email {email}[/]", highlight=False)
-                raise typer.Exit(1)
-            case_service.set_role(session, user_id=user.id, role=role)
-    except ServiceError as exc:
-        detail = exc.detail if isinstance(exc.detail, str) else exc.detail[0]["msg"]
-        console.print(f"[red]{detail}[/]")
-        raise typer.Exit(1) from None
-    finally:
-        db.dispose()
+    with migrated_database() as (db, _settings):
+        try:
+            with db.transaction() as session:
+                user = account_service.get_by_email(session, email)
+                if user is None:
+                    console.print(f"[red]No account with the email {email}[/]", highlight=False)
+                    raise typer.Exit(1)
+                case_service.set_role(session, user_id=user.id, role=role)
+        except ServiceError as exc:
+            detail = exc.detail if isinstance(exc.detail, str) else exc.detail[0]["msg"]
+            console.print(f"[red]{detail}[/]")
+            raise typer.Exit(1) from None
     console.print(f"[green]{email} is now {role}[/]", highlight=False)
 
 
