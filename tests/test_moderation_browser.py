@@ -1,5 +1,6 @@
 """The moderation pages in headless Chromium (moderation.js over api.js): a moderator acts on a case and sees the
-audit, a refused NCMEC report shows its reason, an admin imports a hash bank from a file and disables it.
+audit, a refused NCMEC report shows its reason, an admin imports a hash bank from a file, disables it and makes a
+user a moderator.
 """
 
 from __future__ import annotations
@@ -106,4 +107,11 @@ def test_moderator_acts_on_a_case_and_admin_manages_banks(live, chromium, settin
     with app.state.db.transaction() as s:
         [bank] = hash_bank_service.list(s)
         assert (bank.name, bank.hash_type, bank.count, bank.enabled) == ("partner-list", "md5", 2, False)
+
+    # Roles from the accounts page: eve becomes a moderator and then sees the queue.
+    admin.goto("/admin/users")
+    with admin.expect_navigation():  # the page reloads once the role is saved
+        admin.select_option(f"select.user-role[data-user-id='{eve_id}']", "moderator")
+    expect(admin.locator(f"select.user-role[data-user-id='{eve_id}']")).to_have_value("moderator")
+    assert eve.goto("/admin/cases").status == 200
     assert errors == [] and foreign == []

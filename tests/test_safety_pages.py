@@ -18,7 +18,7 @@ from imagen.privacy.erasure import erase_user
 from imagen.safety.service import case_service
 from tests.conftest import signup
 
-PAGES = ("/admin/cases", "/admin/hash-banks")
+PAGES = ("/admin/cases", "/admin/hash-banks", "/admin/users")
 EVIDENCE_BYTES = b"\x89PNG\r\n\x1a\n stand-in bytes of a suspect upload"
 PDQ = "f0" * 32
 MD5_A, MD5_B = "0" * 31 + "a", "0" * 31 + "b"
@@ -173,20 +173,21 @@ def test_signed_out_visitors_are_sent_to_login(client):
 def test_plain_users_get_the_not_found_page_and_no_links(user_client):
     for url in (*PAGES, "/admin/cases/anything"):
         assert user_client.get(url).status_code == 404, url
-    assert not nav_links(user_client) & {"/admin/cases", "/admin/hash-banks"}
+    assert not nav_links(user_client) & set(PAGES)
 
 
 def test_moderators_see_the_queue_but_not_the_banks(moderator):
     assert moderator.get("/admin/cases").status_code == 200
     assert moderator.get("/admin/hash-banks").status_code == 404
+    assert moderator.get("/admin/users").status_code == 404
     links = nav_links(moderator)
-    assert "/admin/cases" in links and "/admin/hash-banks" not in links
+    assert "/admin/cases" in links and not links & {"/admin/hash-banks", "/admin/users"}
 
 
 def test_admins_see_both_pages_and_links(admin):
     for url in PAGES:
         assert admin.get(url).status_code == 200, url
-    assert {"/admin/cases", "/admin/hash-banks"} <= nav_links(admin)
+    assert set(PAGES) <= nav_links(admin)
 
 
 # ---- the queue ----
@@ -352,3 +353,29 @@ def test_queue_pages_through_every_case_newest_first(app, settings, moderator, n
     assert listed == seen  # same order as the API: newest first
     stale = page(moderator, "/admin/cases?before=gone")  # a purged case in an old link: back to the newest
     assert [r.attrs["data-case-id"] for r in stale.find_all("tr") if "data-case-id" in r.attrs] == seen[:2]
+
+
+def test_accounts_page_lists_searches_and_changes_roles(app, admin, new_client):
+    person(new_client, app, "eve@example.com")
+    person(new_client, app, "ev_il%@example.com")
+    tree = page(admin, "/admin/users")
+    rows = {cell(r, "email"): r for r in tree.find_all("tr") if "data-user-id" in r.attrs}
+    assert {"eve@example.com", "ev_il%@example.com"} <= set(rows)
+    eve = rows["eve@example.com"]
+    assert cell(eve, "state") == "active"
+    assert [o.attrs["value"] for o in eve.find_all("option") if "selected" in o.attrs] == ["user"]
+    # A search treats % and _ as plain characters.
+    found = page(admin, "/admin/users?q=_il%25")
+    assert [cell(r, "email") for r in found.find_all("tr") if "data-user-id" in r.attrs] == ["ev_il%@example.com"]
+
+    r = admin.put(f"/api/v1/admin/users/{eve.attrs['data-user-id']}/role", json={"role": "moderator"})
+    assert r.status_code == 200 and r.json()["role"] == "moderator"
+    listed = admin.get("/api/v1/admin/users", params={"q": "eve@"}).json()
+    assert [(u["email"], u["role"]) for u in listed] == [("eve@example.com", "moderator")]
+    # The only admin can't demote themselves (nobody could manage the service then); their own select is disabled.
+    me = next(r for r in page(admin, "/admin/users").find_all("tr")
+              if "data-user-id" in r.attrs and cell(r, "email") == "root@example.com")
+    assert "disabled" in me.find("select").attrs
+    demote = admin.put(f"/api/v1/admin/users/{me.attrs['data-user-id']}/role", json={"role": "user"})
+    assert demote.status_code == 409 and "only admin" in demote.text
+    assert admin.get("/api/v1/admin/users", params={"limit": 0}).status_code == 422

@@ -67,6 +67,16 @@ class AccountService:
     def get_by_email(self, session: Session, email: str) -> User | None:
         return session.scalars(select(User).where(User.email == email.strip().lower())).first()
 
+    def list_users(self, session: Session, *, email_contains: str = "", after_email: str = "",
+                   limit: int = 100) -> list[User]:
+        """Accounts by email (admins' user list): a part of the email to look for, keyset pages after an email."""
+        query = select(User).order_by(User.email).limit(limit)
+        if email_contains.strip():  # autoescape: "%" and "_" in the search are plain characters
+            query = query.where(User.email.contains(email_contains.strip().lower(), autoescape=True))
+        if after_email:
+            query = query.where(User.email > after_email)
+        return list(session.scalars(query))
+
     def first_admin(self, session: Session) -> User | None:
         """The operator's account: the oldest admin."""
         return session.scalars(select(User).where(User.role == "admin").order_by(User.created_at, User.id)).first()

@@ -128,6 +128,24 @@ def report_content(body: ReportIn, user: CurrentUser, session: SessionDep, setti
     return {"id": case.id, "status": "received"}
 
 
+class UserOut(BaseModel):
+    id: str
+    email: str
+    role: str
+    created_at: datetime
+    suspended_at: datetime | None
+
+
+@router.get("/admin/users", response_model=list[UserOut])
+def list_users(_admin: AdminUser, session: SessionDep, q: str = "", after: str = "",
+               limit: Annotated[int, Query(ge=1, le=500)] = 100) -> list[UserOut]:
+    """Accounts by email (`q`: part of the email; the next page: `after` = the last email of this one)."""
+    from imagen.accounts.service import account_service
+
+    return [UserOut.model_validate(u, from_attributes=True)
+            for u in account_service.list_users(session, email_contains=q, after_email=after, limit=limit)]
+
+
 @router.put("/admin/users/{user_id}/role")
 def set_role(user_id: str, body: RoleIn, _admin: AdminUser, session: SessionDep) -> dict[str, str]:
     user = case_service.set_role(session, user_id=user_id, role=body.role)

@@ -110,6 +110,24 @@ def admin_case(case_id: str, request: Request, principal: OptionalPrincipalDep, 
                   buttons=CASE_BUTTONS)
 
 
+USERS_PAGE = 100
+
+
+@router.get("/admin/users")
+def admin_users(request: Request, principal: OptionalPrincipalDep, session: SessionDep, q: str = "",
+                after: str = "") -> Response:
+    """Accounts and their roles (admins): who may moderate; suspended accounts are marked."""
+    from imagen.accounts.service import account_service
+    from imagen.safety.service import ROLES
+
+    if (refused := _refusal(principal, ("admin",))) is not None:
+        return refused
+    users = account_service.list_users(session, email_contains=q, after_email=after, limit=USERS_PAGE)
+    more = urlencode({"q": q, "after": users[-1].email}) if len(users) == USERS_PAGE else None
+    return render(request, "admin_users.html", principal, users=users, q=q, roles=ROLES, more=more,
+                  me=principal.user.id)
+
+
 @router.get("/admin/hash-banks")
 def admin_hash_banks(request: Request, principal: OptionalPrincipalDep, session: SessionDep) -> Response:
     if (refused := _refusal(principal, ("admin",))) is not None:

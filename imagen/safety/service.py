@@ -315,6 +315,9 @@ class CaseService:
         user = session.get(User, user_id)
         if user is None:
             raise NotFound("User not found")
+        if user.role == "admin" and role != "admin" and session.scalar(
+                select(func.count()).select_from(User).where(User.role == "admin")) == 1:
+            raise Conflict("This is the only admin account; make another account admin first")
         user.role = role
         return user
 

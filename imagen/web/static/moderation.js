@@ -35,6 +35,22 @@
     }
   }
 
+  // ---- accounts: roles ----
+  function setupRoles() {
+    const box = document.getElementById("role-error");
+    for (const select of document.querySelectorAll("select.user-role")) {
+      select.addEventListener("change", async () => {
+        box.hidden = true;
+        select.disabled = true;
+        const url = `/api/v1/admin/users/${encodeURIComponent(select.dataset.userId)}/role`;
+        const r = await call("PUT", url, { role: select.value });
+        if (r.ok) { window.location.reload(); return; }
+        show(box, r);
+        select.disabled = false;
+      });
+    }
+  }
+
   // ---- hash banks: enable/disable, import ----
   function importSummary(report) {
     const text = `Imported into ${report.bank.name}: ${report.added} added, ${report.duplicates} duplicates, `
@@ -108,6 +124,7 @@
   document.addEventListener("DOMContentLoaded", () => {
     setupCase();
     setupBanks();
+    setupRoles();
     setupReports();
   });
 })();
