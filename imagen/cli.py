@@ -125,8 +125,7 @@ def set_role(
                     raise typer.Exit(1)
                 case_service.set_role(session, user_id=user.id, role=role)
         except ServiceError as exc:
-            detail = exc.detail if isinstance(exc.detail, str) else exc.detail[0]["msg"]
-            console.print(f"[red]{detail}[/]")
+            console.print(f"[red]{exc.message}[/]", highlight=False)
             raise typer.Exit(1) from None
     console.print(f"[green]{email} is now {role}[/]", highlight=False)
 

@@ -50,13 +50,6 @@ def _fail(message: str) -> typer.Exit:
     return typer.Exit(1)
 
 
-def _detail(exc: Any) -> str:
-    detail = exc.detail
-    if isinstance(detail, list):
-        return "; ".join(f"{'.'.join(map(str, d['loc'][1:]))}: {d['msg']}" for d in detail)
-    return str(detail)
-
-
 def _stage(source: Path, staging: Path) -> Any:
     """Copy `source` into the staging folder while hashing it; a progress bar for the big ones."""
     from imagen.assets.service import StagedFile
@@ -103,7 +96,7 @@ def add(
         with file.open("rb") as f:
             inspect_upload(file.name, f, file.stat().st_size)
     except ServiceError as exc:
-        raise _fail(_detail(exc)) from None
+        raise _fail(exc.message) from None
     except ModelFileRejected as exc:
         raise _fail(exc.reason) from None
     with _open() as (settings, db, blobs):
@@ -127,7 +120,7 @@ def add(
                 asset, created = asset_service.add_file(session, user=user, staged=staged, kind=kind, blobs=blobs,
                                                         limits=limits, public=public, operator=True)
         except ServiceError as exc:
-            raise _fail(_detail(exc)) from None
+            raise _fail(exc.message) from None
         finally:
             staged.path.unlink(missing_ok=True)
     verb = "Added" if created else "Already there:"

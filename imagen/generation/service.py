@@ -101,8 +101,7 @@ class GenerationService:
                 from imagen.safety.checks import screen_reference_image
 
                 png = screen_reference_image(session, user_id=user.id, original=png, png=png, filename=field)
-            # The input is transient: kept only until the job ends, referenced by hash in the record.
-            if not clean[field].startswith(ASSET_IMAGE_PREFIX):
+                # The input is transient: kept only until the job ends, referenced by hash in the record.
                 clean[field] = "sha256:" + hashlib.sha256(png).hexdigest()
             key = input_key(user.id, gen.id, field)
             blobs.put(key, png, "image/png")

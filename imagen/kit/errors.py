@@ -12,6 +12,13 @@ class ServiceError(Exception):
         super().__init__(detail)
         self.detail = detail
 
+    @property
+    def message(self) -> str:
+        """The detail on one line (a validation list as "field: message; ..."), for the command line."""
+        if isinstance(self.detail, list):
+            return "; ".join(f"{'.'.join(map(str, d['loc'][1:]))}: {d['msg']}" for d in self.detail)
+        return str(self.detail)
+
 
 class BadRequest(ServiceError):
     status_code = 400

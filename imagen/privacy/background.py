@@ -125,7 +125,8 @@ def tick(ctx: PrivacyContext) -> dict[str, int]:
 
 def _retry_automatic_reports(ctx: PrivacyContext) -> list[str]:
     """NCMEC reports the after-commit job did not complete (only when the operator turned confirmation off)."""
-    from imagen.safety.quarantine import Quarantine
+    from imagen.safety.checks import context_for_db
     from imagen.safety.service import retry_automatic_reports
 
-    return retry_automatic_reports(ctx.db, Quarantine.from_settings(ctx.blobs, ctx.settings), ctx.settings)
+    safety = context_for_db(ctx.db)  # the app's quarantine: its key is read once, at start-up
+    return retry_automatic_reports(ctx.db, safety.quarantine, ctx.settings) if safety else []

@@ -10,7 +10,7 @@ from datetime import datetime
 from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.responses import HTMLResponse, Response
+from fastapi.responses import Response
 
 from imagen.kit.config import Settings
 from imagen.kit.db import utcnow
@@ -19,7 +19,7 @@ from imagen.privacy.records import holdings
 from imagen.privacy.records.endpoints import router as records_api
 from imagen.privacy.records.models import SEVERITIES
 from imagen.privacy.records.service import records_service
-from imagen.web.pages import PAGE_HEADERS, render, to_login
+from imagen.web.pages import not_found_page, render, to_login
 
 router = APIRouter(include_in_schema=False)
 router.include_router(records_api, include_in_schema=True)
@@ -56,11 +56,6 @@ def privacy_centre(request: Request, principal: OptionalPrincipalDep, session: S
                   response_days=settings.privacy_response_days)
 
 
-def _not_found(request: Request) -> HTMLResponse:
-    return HTMLResponse("<!doctype html><title>Not found</title><p>Not found.</p>", status_code=404,
-                        headers=PAGE_HEADERS)
-
-
 def _hours(value: float | None) -> str:
     if value is None:
         return ""
@@ -73,7 +68,7 @@ def admin_breaches(request: Request, principal: OptionalPrincipalDep, session: S
     if principal is None:
         return to_login()
     if not principal.user.is_admin:
-        return _not_found(request)
+        return not_found_page()
     breaches: list[dict[str, Any]] = []
     for b in records_service.list_breaches(session):
         deadline, passed, hours_left = records_service.deadline_status(b, settings)
@@ -90,7 +85,7 @@ def admin_legal_requests(request: Request, principal: OptionalPrincipalDep, sess
     if principal is None:
         return to_login()
     if not principal.user.is_admin:
-        return _not_found(request)
+        return not_found_page()
     requests = [{"r": r, "users": records_service.legal_request_user_ids(session, r.id)}
                 for r in records_service.list_legal_requests(session)]
     transfers = records_service.list_transfers(session)

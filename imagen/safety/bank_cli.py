@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from imagen.kit.cli_database import migrated_database
 from imagen.kit.errors import ServiceError
 from imagen.safety.bank_models import HASH_TYPES
 
@@ -22,26 +23,9 @@ safety_app = typer.Typer(help="Trust and safety: hash banks.", no_args_is_help=T
 console = Console()
 
 
-def _open() -> Any:
-    from imagen.kit import migrate
-    from imagen.kit.config import get_settings
-    from imagen.kit.db import Database
-
-    settings = get_settings()
-    settings.ensure_data_dir()
-    migrate.upgrade(settings.resolved_database_url)
-    return Database(settings.resolved_database_url)
-
-
 def _fail(message: str) -> typer.Exit:
     console.print(f"[red]{message}[/]", highlight=False)
     return typer.Exit(1)
-
-
-def _detail(exc: ServiceError) -> str:
-    if isinstance(exc.detail, list):
-        return "; ".join(f"{'.'.join(map(str, d['loc'][1:]))}: {d['msg']}" for d in exc.detail)
-    return str(exc.detail)
 
 
 def _lines_with_progress(path: Path, progress: Progress, task: Any) -> Iterator[str]:
@@ -65,24 +49,22 @@ def import_bank(
 
     if hash_type not in HASH_TYPES:
         raise _fail(f"--type must be one of {', '.join(HASH_TYPES)}")
-    db = _open()
     report = ImportReport()
-    try:
-        with db.transaction() as session:
-            bank_id = hash_bank_service.ensure(session, name=name, hash_type=hash_type, source=source,
-                                               description=description).id
-        with Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TimeRemainingColumn(),
-                      console=console, transient=True) as progress:
-            task = progress.add_task(f"importing {file.name}", total=file.stat().st_size)
-            for batch in batched(parse_hashes(_lines_with_progress(file, progress, task), hash_type, report)):
-                with db.transaction() as session:
-                    hash_bank_service.add_hashes(session, bank_id=bank_id, values=batch, report=report)
-        with db.transaction() as session:
-            count = hash_bank_service.finish_import(session, bank_id=bank_id).count
-    except ServiceError as exc:
-        raise _fail(_detail(exc)) from None
-    finally:
-        db.dispose()
+    with migrated_database() as (db, _settings):
+        try:
+            with db.transaction() as session:
+                bank_id = hash_bank_service.ensure(session, name=name, hash_type=hash_type, source=source,
+                                                   description=description).id
+            with Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TimeRemainingColumn(),
+                          console=console, transient=True) as progress:
+                task = progress.add_task(f"importing {file.name}", total=file.stat().st_size)
+                for batch in batched(parse_hashes(_lines_with_progress(file, progress, task), hash_type, report)):
+                    with db.transaction() as session:
+                        hash_bank_service.add_hashes(session, bank_id=bank_id, values=batch, report=report)
+            with db.transaction() as session:
+                count = hash_bank_service.finish_import(session, bank_id=bank_id).count
+        except ServiceError as exc:
+            raise _fail(exc.message) from None
     for bad in report.bad_lines:
         console.print(f"[yellow]line {bad.line}: {bad.reason}[/]", highlight=False)
     if report.bad_count > len(report.bad_lines):
@@ -98,12 +80,8 @@ def list_banks() -> None:
     """List the hash banks."""
     from imagen.safety.banks import hash_bank_service
 
-    db = _open()
-    try:
-        with db.transaction() as session:
-            banks = hash_bank_service.list(session)
-    finally:
-        db.dispose()
+    with migrated_database() as (db, _settings), db.transaction() as session:
+        banks = hash_bank_service.list(session)
     table = Table("name", "type", "enabled", "hashes", "source", "updated")
     for bank in banks:
         table.add_row(bank.name, bank.hash_type, "yes" if bank.enabled else "no", str(bank.count), bank.source,
@@ -114,15 +92,13 @@ def list_banks() -> None:
 def _set_enabled(name: str, enabled: bool) -> None:
     from imagen.safety.banks import hash_bank_service
 
-    db = _open()
-    try:
-        with db.transaction() as session:
-            bank = hash_bank_service.get_by_name(session, name=name)
-            hash_bank_service.set_enabled(session, bank=bank, enabled=enabled)
-    except ServiceError as exc:
-        raise _fail(_detail(exc)) from None
-    finally:
-        db.dispose()
+    with migrated_database() as (db, _settings):
+        try:
+            with db.transaction() as session:
+                bank = hash_bank_service.get_by_name(session, name=name)
+                hash_bank_service.set_enabled(session, bank=bank, enabled=enabled)
+        except ServiceError as exc:
+            raise _fail(exc.message) from None
     console.print(f"{name}: {'enabled' if enabled else 'disabled'}.", highlight=False)
 
 

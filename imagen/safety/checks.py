@@ -72,6 +72,11 @@ def context_for(session: Session) -> SafetyContext | None:
     return _CONTEXTS.get(engine) if engine is not None else None
 
 
+def context_for_db(db: Database) -> SafetyContext | None:
+    """The running app's context for this database (scheduled work, which has no session yet)."""
+    return _CONTEXTS.get(db.engine)
+
+
 def _after_rollback(session: Session, write: Callable[[Session], Any]) -> None:
     """Run `write` in its own transaction once the request's transaction has rolled back."""
     engine = session.get_bind()

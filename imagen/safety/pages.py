@@ -10,7 +10,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Request
-from fastapi.responses import HTMLResponse, Response
+from fastapi.responses import Response
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -21,7 +21,7 @@ from imagen.safety.bank_models import HASH_TYPES
 from imagen.safety.banks import hash_bank_service
 from imagen.safety.models import CASE_KINDS, CASE_STATUSES, SafetyCase
 from imagen.safety.service import case_service
-from imagen.web.pages import PAGE_HEADERS, render, to_login
+from imagen.web.pages import not_found_page, render, to_login
 
 router = APIRouter(include_in_schema=False)
 
@@ -32,17 +32,12 @@ CASE_BUTTONS = (("dismiss", "Dismiss", False), ("remove", "Remove content", True
                 ("report", "Report to NCMEC", True), ("preserve", "Extend hold", False))
 
 
-def _not_found() -> HTMLResponse:
-    return HTMLResponse("<!doctype html><title>Not found</title><p>Not found.</p>", status_code=404,
-                        headers=PAGE_HEADERS)
-
-
 def _refusal(principal: Principal | None, roles: tuple[str, ...]) -> Response | None:
     """Signed out: to the login page; signed in without the role: a 404, so the page's existence stays quiet."""
     if principal is None:
         return to_login()
     if principal.user.role not in roles:
-        return _not_found()
+        return not_found_page()
     return None
 
 
@@ -71,12 +66,10 @@ def admin_cases(request: Request, principal: OptionalPrincipalDep, session: Sess
         return refused
     status = status if status == "all" or status in CASE_STATUSES else "open"
     kind = kind if kind in CASE_KINDS else ""
-    try:
-        cases = case_service.list(session, status=None if status == "all" else status, kind=kind or None,
-                                  limit=QUEUE_PAGE, before=before or None)
-    except NotFound:  # a stale link to a purged case: start from the newest
-        cases, before = case_service.list(session, status=None if status == "all" else status,
-                                          kind=kind or None, limit=QUEUE_PAGE), ""
+    if before and session.get(SafetyCase, before) is None:  # a stale link to a purged case: start from the newest
+        before = ""
+    cases = case_service.list(session, status=None if status == "all" else status, kind=kind or None,
+                              limit=QUEUE_PAGE, before=before or None)
     states = account_states(session, {c.user_id for c in cases if c.user_id})
     rows = [{"c": c, "account": account_label(c, states)} for c in cases]
     older = urlencode({"status": status, "kind": kind, "before": cases[-1].id}) \
@@ -103,7 +96,7 @@ def admin_case(case_id: str, request: Request, principal: OptionalPrincipalDep, 
     try:
         case = case_service.get(session, case_id=case_id)
     except NotFound:
-        return _not_found()
+        return not_found_page()
     states = account_states(session, {case.user_id} if case.user_id else set())
     return render(request, "admin_case.html", principal, case=case, account=account_label(case, states),
                   account_state=states.get(case.user_id or "", "erased"), evidence=evidence_rows(case),

@@ -69,6 +69,12 @@ def to_login() -> RedirectResponse:
     return RedirectResponse("/login", status_code=303)
 
 
+def not_found_page() -> HTMLResponse:
+    """What a page answers to someone without the role for it: the page's existence stays quiet."""
+    return HTMLResponse("<!doctype html><title>Not found</title><p>Not found.</p>", status_code=404,
+                        headers=PAGE_HEADERS)
+
+
 @router.get("/")
 def home(request: Request, principal: OptionalPrincipalDep) -> Response:
     if principal is not None:
