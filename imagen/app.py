@@ -47,6 +47,10 @@ log = logging.getLogger(__name__)
 def create_app(settings: Settings | None = None, *, run_migrations: bool = True,
                runtime: Runtime | None = None) -> FastAPI:
     settings = settings or get_settings()
+    if unbuilt := settings.unbuilt_backends():
+        raise ValueError(f"{', '.join(unbuilt)}: not available in this build (use local)")
+    for var, what in settings.unset_operator_settings():  # production refuses these in Settings
+        log.warning("%s is not set (%s): the published privacy policy shows a placeholder", var, what)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -56,7 +60,7 @@ def create_app(settings: Settings | None = None, *, run_migrations: bool = True,
         db = Database(settings.resolved_database_url)
         with db.transaction() as session:
             consent_service.ensure_policy_version(
-                session, version=settings.policy_version, text=render_policy(settings))
+                session, version=settings.policy_version, text=render_policy(settings, session=session))
         app.state.db = db
         app.state.blobs = make_blob_store(settings)
         # One hash matcher per app, found by the upload paths and the worker through the engine; the quarantine.

@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from imagen.assets.cli import models_app
@@ -41,10 +42,24 @@ def serve(
 ) -> None:
     """Run the web service (migrates the database first)."""
     import uvicorn
+    from pydantic import ValidationError
 
     from imagen.app import create_app
 
-    settings = get_settings()
+    try:
+        settings = get_settings()
+    except ValidationError as exc:
+        # Only the messages: the error's input would print every setting, secrets included.
+        for error in exc.errors():
+            console.print(f"[red]{escape(str(error['msg']).removeprefix('Value error, '))}[/]")
+        raise typer.Exit(2) from None
+    if unbuilt := settings.unbuilt_backends():
+        console.print(f"[red]{escape(', '.join(unbuilt))}: not available in this build (use local).[/]")
+        raise typer.Exit(2)
+    if unset := settings.unset_operator_settings():
+        console.print("[yellow]Warning: the published privacy policy shows placeholders; set "
+                      + escape(", ".join(f"{var} ({what})" for var, what in unset))
+                      + ". IMAGEN_ENV=production refuses to start without them.[/]")
     if settings.base_url == "http://127.0.0.1:8000" and (host, port) != ("127.0.0.1", 8000):
         settings.base_url = f"http://{host}:{port}"
     console.print(f"[bold]IMAGEN[/] on http://{host}:{port}  (data: {settings.data_dir.resolve()})")
@@ -91,7 +106,7 @@ def create_user(
     try:
         with db.transaction() as session:
             consent_service.ensure_policy_version(session, version=settings.policy_version,
-                                                  text=render_policy(settings))
+                                                  text=render_policy(settings, session=session))
             user = account_service.create_user(
                 session, email=email, password=password, role="admin" if admin else "user",
                 date_of_birth=dob, country=country.upper(),

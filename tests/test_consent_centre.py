@@ -6,10 +6,13 @@ Policy §3 (consent, withdrawal, marketing use of outputs), §4.1 (configured pr
 
 from __future__ import annotations
 
+import os
+import re
 import time
 
 import pytest
 from fastapi import Request
+from pydantic import ValidationError
 from sqlalchemy import func, select, update
 from typer.testing import CliRunner
 
@@ -239,16 +242,28 @@ def test_non_material_change_needs_no_acceptance(admin, user_client, app):
     assert versions == ["2026-05-02", POLICY_VERSION]
 
 
-def test_policy_lists_only_configured_providers():
-    base = Settings(legal_entity="Imagen Test Ltd", contact_email="privacy@imagen.test")
-    text = render_policy(base)
-    for name in ("Stripe", "RunPod", "Cloudflare", "AWS", "Postmark", "PostHog"):
+def test_policy_lists_only_configured_providers(monkeypatch):
+    for name in [k for k in os.environ if k.startswith("IMAGEN_") and k != "IMAGEN_TEST_DATABASES"]:
+        monkeypatch.delenv(name)
+    base = {"IMAGEN_LEGAL_ENTITY": "Imagen Test Ltd", "IMAGEN_CONTACT_EMAIL": "privacy@imagen.test"}
+    for name, value in base.items():
+        monkeypatch.setenv(name, value)
+    text = render_policy(Settings())
+    for name in ("Stripe", "RunPod", "Cloudflare", "AWS", "Postmark", "PostHog", "Hetzner"):
         assert name not in text
     assert "uses no third-party service providers" in text and "Provider | Purpose" not in text
-    enabled = base.model_copy(update={"hosting_provider": "Hetzner Online GmbH", "executor": "runpod",
-                                      "storage": "s3", "s3_endpoint_url": "https://acc.r2.cloudflarestorage.com",
-                                      "mail_backend": "smtp", "smtp_host": "smtp.postmarkapp.com"})
-    text = render_policy(enabled)
+    # Each provider is switched on the way an operator does it: environment variables, validated by Settings.
+    enabled = {"IMAGEN_HOSTING_PROVIDER": "Hetzner Online GmbH", "IMAGEN_EXECUTOR": "runpod",
+               "IMAGEN_RUNPOD_ENDPOINT_ID": "ep-1", "IMAGEN_RUNPOD_API_KEY": "rp-key", "IMAGEN_STORAGE": "s3",
+               "IMAGEN_S3_BUCKET": "imagen", "IMAGEN_S3_ENDPOINT_URL": "https://acc.r2.cloudflarestorage.com",
+               "IMAGEN_MAIL_BACKEND": "smtp", "IMAGEN_SMTP_HOST": "smtp.postmarkapp.com",
+               # Billing and analytics are not in this build: their keys are not settings and switch nothing on.
+               "IMAGEN_STRIPE_SECRET_KEY": "sk_live_x", "IMAGEN_POSTHOG_API_KEY": "phc_x"}
+    for name, value in enabled.items():
+        monkeypatch.setenv(name, value)
+    settings = Settings()
+    assert (settings.executor, settings.storage, settings.mail_backend) == ("runpod", "s3", "smtp")
+    text = render_policy(settings)
     table = text[text.index("Provider | Purpose | Data shared"):].split("\n\n")[0].splitlines()
     assert table == [
         "Provider | Purpose | Data shared",
@@ -257,19 +272,42 @@ def test_policy_lists_only_configured_providers():
         "Cloudflare (R2) | Storage and content delivery | Uploaded assets, generated outputs",
         "Postmark | Service emails | Email address, message content",
     ]
-    assert "Stripe" not in text and "PostHog" not in text
-    local_mail = base.model_copy(update={"mail_backend": "smtp", "smtp_host": "localhost"})
-    assert "Service emails" not in render_policy(local_mail)  # a mail server on this machine is no processor
+    assert "Stripe" not in text and "PostHog" not in text and "uses no third-party" not in text
+    monkeypatch.delenv("IMAGEN_S3_ENDPOINT_URL")  # no endpoint: AWS S3
+    assert "Amazon Web Services (S3) | Storage and content delivery" in render_policy(Settings())
+    monkeypatch.setenv("IMAGEN_SMTP_HOST", "localhost")
+    assert "Service emails" not in render_policy(Settings())  # a mail server on this machine is no processor
+    monkeypatch.delenv("IMAGEN_RUNPOD_API_KEY")
+    with pytest.raises(ValidationError, match="IMAGEN_RUNPOD_API_KEY"):
+        Settings()  # RunPod can't be named without what it takes to use it
     assert {p.id for p in PROVIDERS} >= {"hosting", "runpod", "cloudflare_r2", "smtp", "stripe", "posthog"}
 
 
 def test_rendered_policy_reads_well():
-    settings = Settings(legal_entity="Imagen Test Ltd", postal_address="1 Test Street", contact_email="p@i.test")
+    settings = Settings(legal_entity="Imagen Test Ltd", postal_address="1 Test Street", contact_email="p@i.test",
+                        site_domain="imagen.test")
     template = policy_template()
     text = render_policy(settings)
-    for leftover in ("[", "protected]", "Legal review required"):  # placeholders, [LAWYER] notes
+    assert text.startswith("Last updated: April 29, 2026\n\nPrivacy Policy\n\nThis Privacy Policy explains how "
+                           'Imagen Test Ltd ("IMAGEN," "we," "us," "our")')
+    assert "when you use imagen.test and related services" in text
+    assert text.endswith("For privacy questions, requests, or complaints:\n\nEmail: p@i.test\n\n"
+                         "Postal: Imagen Test Ltd, 1 Test Street")
+    assert "To exercise these rights, email p@i.test. We will respond within 30 days." in text
+    assert "If you believe a minor has provided us with information, contact p@i.test." in text
+    for leftover in ("[", "]", "protected", "LAWYER", "Legal review", "example.com", "reetche", "not set",
+                     "imagen.invalid"):  # placeholders, drafting notes, the template's own site and contact
         assert leftover not in text, leftover
-    assert text.count("p@i.test") == template.count("protected]")
+    # Every section and subsection of the template is there, in order, as a heading of its own.
+    headings = [b for b in text.split("\n\n") if re.match(r"^\d+\.(\d+)?\.? [A-Z]", b) and len(b) < 100]
+    assert headings == [
+        "1. Information We Collect", "1.1 Information you provide directly", "1.2 Information collected automatically",
+        "1.3 Information from third parties", "2. How We Use Information", "3. Model Improvement and Training",
+        "4. How We Share Information", "4.1 Service providers", "4.2 Legal requirements",
+        "4.3 CSAM and serious harm", "4.4 Business transfers", "5. International Data Transfers",
+        "6. Cookies and Tracking", "7. Data Retention", "8. Your Rights", "8.1 All users",
+        "8.2 EU / UK / Swiss users (GDPR / UK GDPR)", "8.3 California users (CCPA / CPRA)", "8.4 Other US states",
+        "9. Security", "10. Children", "11. Changes to This Policy", "12. Contact"]
     # Every list the template introduces ("…:") is followed by its items; every completion found its place.
     blocks = text.split("\n\n")
     for i, block in enumerate(blocks):
@@ -282,6 +320,7 @@ def test_rendered_policy_reads_well():
     assert "imagen_cookie_consent" in text and "Global Privacy Control" in text and "/report-minor" in text
     kinds = [kind for kind, _ in policy_blocks(text)]
     assert kinds.count("ul") == len(LISTS) + 2 and "table" not in kinds  # + the two lists of §3
+    assert kinds.count("h2") == 12 and kinds.count("h3") == 11
     assert render_policy(settings, drafting_notes=True).count("[LAWYER]") == template.count("[LAWYER]")
 
 

@@ -29,9 +29,9 @@ def publish(
     from imagen.privacy.policy import DRAFTING_NOTES, render_policy
 
     with migrated_database() as (db, settings):
-        text = render_policy(settings, updated=utcnow().date())
         try:
             with db.transaction() as session:
+                text = render_policy(settings, session=session, updated=utcnow().date())
                 row, notified = consent_service.publish(session, version=version, material=material,
                                                         summary=summary, text=text)
                 published = row.version
@@ -71,7 +71,7 @@ def check() -> None:
 
     with migrated_database() as (db, settings), db.transaction() as session:
         versions = consent_service.list_versions(session)
-        now = text_sha256(render_version(settings, versions))
+        now = text_sha256(render_version(settings, versions, session=session))
         version, published = versions[0].version, versions[0].text_sha256
     if now == published:
         console.print(f"[green]Version {escape(version)} matches the policy as rendered now.[/]")

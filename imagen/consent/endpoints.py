@@ -122,5 +122,5 @@ def publish_policy_version(data: PolicyVersionIn, admin: AdminUser, session: Ses
                            settings: SettingsDep) -> PolicyPublished:
     row, notified = consent_service.publish(session, version=data.version, material=data.material,
                                             summary=data.summary,
-                                            text=render_policy(settings, updated=utcnow().date()))
+                                            text=render_policy(settings, session=session, updated=utcnow().date()))
     return PolicyPublished(**PolicyVersionOut.model_validate(row).model_dump(), notified=notified)

@@ -27,7 +27,7 @@ def migrated_database() -> Iterator[tuple[Database, Settings]]:
     try:
         with db.transaction() as session:
             consent_service.ensure_policy_version(session, version=settings.policy_version,
-                                                  text=render_policy(settings))
+                                                  text=render_policy(settings, session=session))
         yield db, settings
     finally:
         db.dispose()

@@ -12,6 +12,20 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PLACEHOLDER_SECRETS = {"", "changeme", "change-me", "secret", "changethis", "dev", "development", "test"}
 
+# The operator's details published in the privacy policy: setting → (variable, what it is); their unset defaults.
+OPERATOR_SETTINGS = {
+    "legal_entity": ("IMAGEN_LEGAL_ENTITY", "the operator's legal name"),
+    "postal_address": ("IMAGEN_POSTAL_ADDRESS", "the operator's postal address"),
+    "contact_email": ("IMAGEN_CONTACT_EMAIL", "the privacy contact email"),
+    "site_domain": ("IMAGEN_SITE_DOMAIN", "the site's domain"),
+}
+UNSET_OPERATOR = {
+    "legal_entity": "(operator name not set: IMAGEN_LEGAL_ENTITY)",
+    "postal_address": "(postal address not set: IMAGEN_POSTAL_ADDRESS)",
+    "contact_email": "contact-not-set@imagen.invalid",
+    "site_domain": "imagen.invalid",
+}
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="IMAGEN_", env_file=None, extra="ignore")
@@ -20,8 +34,14 @@ class Settings(BaseSettings):
     data_dir: Path = Path("./imagen-data")
     database_url: str | None = None
     secret_key: str | None = None
-    executor: Literal["local"] = "local"
-    storage: Literal["local"] = "local"
+    # "runpod" and "s3" are not built yet: they validate (so the policy and data map can be rendered for them) but a
+    # server or command refuses to start with them (`Settings.unbuilt_backends`), so nothing runs against them.
+    executor: Literal["local", "runpod"] = "local"
+    storage: Literal["local", "s3"] = "local"
+    runpod_endpoint_id: str = ""  # IMAGEN_EXECUTOR=runpod: the serverless endpoint
+    runpod_api_key: str | None = None
+    s3_bucket: str = ""  # IMAGEN_STORAGE=s3
+    s3_endpoint_url: str = Field(default="", description="S3-compatible endpoint (R2, MinIO, ...); empty: AWS S3")
     models_dir: Path | None = None  # defaults to <data_dir>/models
 
     # Web and sessions
@@ -39,11 +59,17 @@ class Settings(BaseSettings):
     max_image_upload_bytes: int = 20 * 1024**2
     user_storage_quota_bytes: int = 20 * 1024**3
 
-    # Operator details that fill the published policy's placeholders
-    legal_entity: str = "[YOUR LEGAL ENTITY NAME]"
-    postal_address: str = "[YOUR ADDRESS]"
-    contact_email: str = "privacy@example.com"
-    site_domain: str = "imagegen.reetche.com"
+    # Operator details that fill the published policy's placeholders. The defaults are visibly unset (and
+    # `.invalid` can never be someone's real domain): refused with IMAGEN_ENV=production, flagged otherwise.
+    legal_entity: str = UNSET_OPERATOR["legal_entity"]
+    postal_address: str = UNSET_OPERATOR["postal_address"]
+    contact_email: str = UNSET_OPERATOR["contact_email"]
+    site_domain: str = UNSET_OPERATOR["site_domain"]
+    # Policy §5: where the servers are (as it reads after "in", e.g. "the United States", "Germany") and the
+    # safeguards for transfers out of the EEA/UK/Switzerland (e.g. "the European Commission's Standard Contractual
+    # Clauses"). Unset, §5 says so instead of naming a country or a mechanism.
+    hosting_country: str = ""
+    transfer_safeguards: str = ""
     policy_version: str = "2026-04-29"
     privacy_response_days: int = 30
 
@@ -141,16 +167,51 @@ class Settings(BaseSettings):
         return ",".join(sorted(purposes))
 
     @model_validator(mode="after")
-    def _refuse_placeholder_secret_in_production(self) -> Settings:
-        if self.env == "production":
-            key = (self.secret_key or "").strip()
-            if key.lower() in PLACEHOLDER_SECRETS or len(key) < 32:
-                raise ValueError(
-                    "IMAGEN_SECRET_KEY must be set to a random value of at least 32 characters "
-                    "when IMAGEN_ENV=production (generate one with: python -c "
-                    "'import secrets; print(secrets.token_urlsafe(48))')"
-                )
+    def _refuse_placeholders_in_production(self) -> Settings:
+        if self.env != "production":
+            return self
+        problems = []
+        key = (self.secret_key or "").strip()
+        if key.lower() in PLACEHOLDER_SECRETS or len(key) < 32:
+            problems.append("IMAGEN_SECRET_KEY must be set to a random value of at least 32 characters (generate "
+                            "one with: python -c 'import secrets; print(secrets.token_urlsafe(48))')")
+        problems += [f"{var} must be set ({what}; the privacy policy publishes it)"
+                     for var, what in self.unset_operator_settings()]
+        if problems:
+            raise ValueError("IMAGEN_ENV=production refuses to start: " + "; ".join(problems))
         return self
+
+    @model_validator(mode="after")
+    def _backend_settings(self) -> Settings:
+        if self.executor == "runpod" and not (self.runpod_endpoint_id.strip() and self.runpod_api_key):
+            raise ValueError("IMAGEN_EXECUTOR=runpod needs IMAGEN_RUNPOD_ENDPOINT_ID and IMAGEN_RUNPOD_API_KEY")
+        if self.storage == "s3" and not self.s3_bucket.strip():
+            raise ValueError("IMAGEN_STORAGE=s3 needs IMAGEN_S3_BUCKET")
+        return self
+
+    def unset_operator_settings(self) -> list[tuple[str, str]]:
+        """(variable, what it is) for each operator detail still blank, at its unset default or a template
+        placeholder ("[YOUR ...]")."""
+        unset = []
+        for name, (var, what) in OPERATOR_SETTINGS.items():
+            value = str(getattr(self, name) or "").strip()
+            if not value or value == UNSET_OPERATOR[name] or value.startswith("["):
+                unset.append((var, what))
+        return unset
+
+    def unbuilt_backends(self) -> list[str]:
+        """Configured backends this build does not have: a server or command must not start with them."""
+        found = []
+        if self.executor != "local":
+            found.append(f"IMAGEN_EXECUTOR={self.executor}")
+        if self.storage != "local":
+            found.append(f"IMAGEN_STORAGE={self.storage}")
+        return found
+
+    @property
+    def mail_delivered(self) -> bool:
+        """Mail really leaves the server (SMTP); the outbox backend only records and logs it."""
+        return self.mail_backend == "smtp"
 
     @property
     def resolved_models_dir(self) -> Path:

@@ -20,7 +20,7 @@ router = APIRouter(prefix="/api/v1", tags=["privacy"])
 @router.get("/policy")
 def get_policy(settings: SettingsDep, session: SessionDep) -> dict[str, Any]:
     versions = consent_service.list_versions(session)
-    current, text = versions[0], render_version(settings, versions)
+    current, text = versions[0], render_version(settings, versions, session=session)
     return {
         "version": current.version,
         "published_at": current.published_at,

@@ -6,16 +6,25 @@ The template (`privacy-policy.txt`) is kept as written; rendering
   written as `Provider | Purpose | Data shared` rows;
 - completes the lists the template introduces but leaves empty ("You may:"), from what the code does
   (`LISTS` below; the §6 cookie list comes from the cookie registry);
-- leaves out the drafting notes meant for the operator ("[LAWYER] …", "Legal review required").
+- leaves out the drafting notes meant for the operator ("[LAWYER] …", "Legal review required");
+- rewrites the sentences that are true only of some installations (`REWRITES` below) from what is configured or
+  built: §3 model improvement (no insights pipeline in this build), §4.3 hash matching and NCMEC reporting (enabled
+  hash banks, CyberTipline credentials), §4.4 and §11 notices (in-app; no policy email is sent), §5 hosting country
+  and transfer safeguards (IMAGEN_HOSTING_COUNTRY, IMAGEN_TRANSFER_SAFEGUARDS), §8.1 the response time.
+What a sentence depends on beyond the settings (the banks in the database, what this build has) is `PolicyFacts`.
 """
 
 from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import date
-from importlib import resources
+from importlib import resources, util
 from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from imagen.kit.config import Settings
 from imagen.privacy.providers import configured_providers
@@ -27,8 +36,36 @@ NO_PROVIDERS = ("This installation of IMAGEN currently uses no third-party servi
                 "version is published.")
 DRAFTING_NOTES = ("[LAWYER]", "⚠️ Legal review required")
 
+# The model-improvement (insights) pipeline of the design is not in this build; §3 says so until it is.
+MODEL_IMPROVEMENT_PIPELINE = util.find_spec("imagen.insights") is not None
 
-def _cookie_items(settings: Settings) -> list[str]:
+
+def hash_banks_in_use(session: Session) -> bool:
+    """An enabled hash bank holds at least one hash: uploads and outputs are really matched (policy §4.3)."""
+    from imagen.safety.bank_models import HashBank
+
+    return session.scalar(select(HashBank.id).where(HashBank.enabled.is_(True), HashBank.count > 0).limit(1)) \
+        is not None
+
+
+@dataclass(frozen=True)
+class PolicyFacts:
+    """What the conditional sentences depend on besides the settings."""
+
+    hash_banks: bool = False  # see hash_banks_in_use
+    model_improvement: bool = MODEL_IMPROVEMENT_PIPELINE
+
+    @classmethod
+    def read(cls, session: Session) -> PolicyFacts:
+        return cls(hash_banks=hash_banks_in_use(session))
+
+
+def ncmec_reporting(settings: Settings) -> bool:
+    """Reports really reach NCMEC: credentials for the production CyberTipline (the test one files nothing)."""
+    return bool(settings.ncmec_username and settings.ncmec_password) and settings.ncmec_environment == "production"
+
+
+def _cookie_items(settings: Settings, _facts: PolicyFacts) -> list[str]:
     from imagen.consent.cookies import cookie_registry
 
     items = [f"Essential: {c.name}, which {c.purpose}; kept {c.lifetime}" for c in cookie_registry(settings)
@@ -40,10 +77,11 @@ def _cookie_items(settings: Settings) -> list[str]:
     return items
 
 
-def _deletion_items(settings: Settings) -> list[str]:
+def _deletion_items(settings: Settings, facts: PolicyFacts) -> list[str]:
     grace = int(getattr(settings, "erasure_grace_days", 0) or 0)
+    pipelines = ", and removed from model-improvement pipelines" if facts.model_improvement else ""
     items = ["Your account, generations, images, uploaded files, presets, API keys and consent history are "
-             "erased from our database and storage, and removed from model-improvement pipelines",
+             f"erased from our database and storage{pipelines}",
              "Records we must keep by law (for example payment records) are kept with the fewest details "
              "possible and deleted when their period ends"]
     if grace:
@@ -51,7 +89,7 @@ def _deletion_items(settings: Settings) -> list[str]:
     return items
 
 
-def _security_items(settings: Settings) -> list[str]:
+def _security_items(settings: Settings, _facts: PolicyFacts) -> list[str]:
     items = ["Passwords stored only as Argon2 hashes; login-session and API-key tokens stored only as hashes",
              "Protection against cross-site request forgery on every change made from the browser",
              "Access checks that keep each user's generations, images and uploads private",
@@ -61,9 +99,19 @@ def _security_items(settings: Settings) -> list[str]:
     return items
 
 
+def _use_items(_settings: Settings, facts: PolicyFacts) -> list[str]:
+    improve = ("Improve the Service as described in §3, only with your consent" if facts.model_improvement else
+               "Keep your model-improvement choice for when such use begins (§3); none takes place at present")
+    return ["Provide the Service: run your generations and keep your images, models and settings for you",
+            "Keep accounts and the Service secure, and prevent abuse",
+            "Send service messages, and marketing emails only if you opted in",
+            improve,
+            "Meet our legal obligations and answer your privacy requests"]
+
+
 # Intro line of the template → the list that follows it.
-LISTS: dict[str, Callable[[Settings], list[str]]] = {
-    "1.1 Information you provide directly": lambda s: [
+LISTS: dict[str, Callable[[Settings, PolicyFacts], list[str]]] = {
+    "1.1 Information you provide directly": lambda s, f: [
         "Account details: email address, password (stored only as a hash), date of birth and country",
         "Your consent choices and the policy versions you accepted, with their dates",
         "What you create: prompts, generation parameters, saved presets, and the images generated for you",
@@ -71,42 +119,36 @@ LISTS: dict[str, Callable[[Settings], list[str]]] = {
         "without their metadata)",
         "What you send us: privacy requests, reports, and consent to use an image in our marketing",
     ],
-    "1.2 Information collected automatically": lambda s: [
+    "1.2 Information collected automatically": lambda s, f: [
         "IP address, browser user agent and time of each sign-up, login, logout and failed login",
         "Technical data about each generation: timings, memory use, and the model files used (by content hash)",
         "Your cookie choice (see §6), and product analytics only if you consent to them",
     ],
-    "We use collected information to:": lambda s: [
-        "Provide the Service: run your generations and keep your images, models and settings for you",
-        "Keep accounts and the Service secure, and prevent abuse",
-        "Send service messages, and marketing emails only if you opted in",
-        "Improve the Service as described in §3, only with your consent",
-        "Meet our legal obligations and answer your privacy requests",
-    ],
-    "necessary to:": lambda s: [
+    "We use collected information to:": _use_items,
+    "necessary to:": lambda s, f: [
         "Comply with a legal obligation",
         "Protect the rights, property or safety of IMAGEN, our users or the public",
         "Detect, prevent or address fraud, abuse, security or technical issues",
     ],
     "We use cookies and similar technologies for:": _cookie_items,
-    "plus an additional period as required to:": lambda s: [
+    "plus an additional period as required to:": lambda s, f: [
         "Comply with legal obligations, such as keeping payment records",
         "Resolve disputes and enforce our agreements",
     ],
     "When you delete your account:": _deletion_items,
-    "You may:": lambda s: [
+    "You may:": lambda s, f: [
         "See and change your consent choices at any time in the consent centre (/privacy/consents)",
         "Get a copy of your data in a machine-readable export",
         "Delete your account and your data",
         "Ask us to correct information that is wrong",
     ],
-    "In addition to the above, you have the right to:": lambda s: [
+    "In addition to the above, you have the right to:": lambda s, f: [
         "Object to our processing of your data, or ask us to restrict it",
         "Receive your data in a portable format",
         "Withdraw your consent at any time, without affecting processing that took place before",
         "Lodge a complaint with your data protection authority",
     ],
-    "You have the right to:": lambda s: [
+    "You have the right to:": lambda s, f: [
         "Know what personal information we collect, use and disclose",
         "Delete and correct your personal information",
         "Opt out of the sale or sharing of your personal information (we do neither; Global Privacy Control "
@@ -128,6 +170,93 @@ ADDED: dict[str, str] = {
 }
 
 
+# ---- sentences true only of some installations: start of a template paragraph → its text here (None: left out)
+
+def _model_improvement(block: str, settings: Settings, facts: PolicyFacts) -> str | None:
+    if facts.model_improvement:
+        return block
+    return ("This installation does not use your data, or anything derived from it, to improve the Service or any "
+            "model: no model-improvement processing runs here. You can still give or withdraw your consent in the "
+            "consent centre; your choice is recorded and stamped on each generation you make, so that if such "
+            "processing is added, it can only use generations made while you agreed, and this section is updated "
+            "first.")
+
+
+def _your_control(block: str, _settings: Settings, facts: PolicyFacts) -> str | None:
+    if facts.model_improvement:
+        return block
+    return ("  • You can turn model improvement on or off at any time in the consent centre (/privacy/consents)\n"
+            "  • You can request data export and deletion as described in §8")
+
+
+def _csam(_block: str, settings: Settings, facts: PolicyFacts) -> str | None:
+    if facts.hash_banks:
+        parts = ["We check every uploaded image and model file, and every generated image, against lists of hashes "
+                 "of known child sexual abuse material (CSAM) before it is stored. A match is refused, the account "
+                 "is suspended, and the material is kept encrypted as evidence, with the account's details, for "
+                 f"{settings.evidence_retention_days} days for review by our moderators."]
+    else:
+        parts = ["This installation does not currently check uploads or generated images against lists of known "
+                 "child sexual abuse material (CSAM)."]
+    if ncmec_reporting(settings):
+        after = " once one of our moderators has reviewed it" if settings.ncmec_require_confirmation else ""
+        parts.append("We report apparent CSAM to the National Center for Missing & Exploited Children (NCMEC) "
+                     f"through its CyberTipline{after}, as U.S. federal law requires of online service providers.")
+    else:
+        parts.append("This installation is not connected to the CyberTipline of the National Center for Missing & "
+                     "Exploited Children (NCMEC), so it sends no reports to NCMEC.")
+    parts.append("We may also disclose information to law enforcement in cases involving credible threats of "
+                 "violence or other serious harm.")
+    return " ".join(parts)
+
+
+def _business_transfer(block: str, _settings: Settings, _facts: PolicyFacts) -> str | None:
+    # The notice is in-app (`imagen records notify-transfer`); no email is sent for it.
+    return block.replace("by email and/or prominent notice in the Service", "by a prominent notice in the Service")
+
+
+def _hosting(_block: str, settings: Settings, _facts: PolicyFacts) -> str | None:
+    country = settings.hosting_country.strip()
+    if not country:
+        return ("This installation has not declared the country where its servers are located. Write to "
+                f"{settings.contact_email} to ask where your information is stored and processed.")
+    return (f"The Service operates from infrastructure in {country}. If you access the Service from outside "
+            f"{country}, your information is transferred to and processed in {country}, where data protection laws "
+            "may differ from those in your country.")
+
+
+def _safeguards(_block: str, settings: Settings, _facts: PolicyFacts) -> str | None:
+    safeguards = settings.transfer_safeguards.strip()
+    if not safeguards:
+        return None
+    return ("For transfers of personal data from the European Economic Area (EEA), the United Kingdom or "
+            f"Switzerland to countries without an adequacy decision, we rely on {safeguards}. You may request a "
+            f"copy by emailing {settings.contact_email}.")
+
+
+def _changes(_block: str, _settings: Settings, _facts: PolicyFacts) -> str | None:
+    # Re-acceptance is enforced (consent/service.py require_policy_accepted); policy changes are not emailed.
+    return ("We may update this Privacy Policy from time to time. We tell you about a material change with a notice "
+            "in the Service and ask you to accept the new version; continuing to use the Service does not count as "
+            "accepting it.")
+
+
+def _response_time(block: str, settings: Settings, _facts: PolicyFacts) -> str | None:
+    return block.replace("within 30 days", f"within {settings.privacy_response_days} days")
+
+
+REWRITES: dict[str, Callable[[str, Settings, PolicyFacts], str | None]] = {
+    "We use anonymized, aggregated data derived from generations": _model_improvement,
+    "  • You can delete your account at any time, which removes your data from active": _your_control,
+    "We are required by U.S. federal law to report": _csam,
+    "If we are involved in a merger": _business_transfer,
+    "The Service operates from infrastructure": _hosting,
+    "For users in the European Economic Area (EEA)": _safeguards,
+    "We may update this Privacy Policy from time to time.": _changes,
+    "To exercise these rights, email": _response_time,
+}
+
+
 def policy_template() -> str:
     return resources.files("imagen.privacy").joinpath("privacy-policy.txt").read_text()
 
@@ -145,14 +274,18 @@ def provider_table(settings: Settings) -> str | None:
     return "\n".join(rows)
 
 
-def _list_for(block: str) -> Callable[[Settings], list[str]] | None:
+def _list_for(block: str) -> Callable[[Settings, PolicyFacts], list[str]] | None:
     for intro, items in LISTS.items():
         if block == intro or (intro.endswith(":") and block.endswith(intro)):
             return items
     return None
 
 
-def render_policy(settings: Settings, *, updated: date | None = None, drafting_notes: bool = False) -> str:
+def render_policy(settings: Settings, *, session: Session | None = None, facts: PolicyFacts | None = None,
+                  updated: date | None = None, drafting_notes: bool = False) -> str:
+    """The policy for this configuration; `facts` (or those read through `session`), else an installation
+    without hash banks."""
+    facts = facts or (PolicyFacts.read(session) if session is not None else PolicyFacts())
     text = policy_template()
     replacements = {
         "[YOUR LEGAL ENTITY NAME]": settings.legal_entity,
@@ -178,22 +311,26 @@ def render_policy(settings: Settings, *, updated: date | None = None, drafting_n
         if block.startswith(PROVIDERS_INTRO) and table is None:
             out.append(NO_PROVIDERS)
             continue
+        rewrite = next((fn for start, fn in REWRITES.items() if block.startswith(start)), None)
+        if rewrite is not None and (block := rewrite(block, settings, facts)) is None:
+            continue
         out.append(block)
         if (items := _list_for(block)) is not None:
-            out.append(_bullets(items(settings)))
+            out.append(_bullets(items(settings, facts)))
         out.extend(text for start, text in ADDED.items() if block.startswith(start))
     return "\n\n".join(out)
 
 
-def render_version(settings: Settings, versions: list[Any]) -> str:
+def render_version(settings: Settings, versions: list[Any], *, session: Session | None = None) -> str:
     """The text of the newest of `versions` (newest first). The first version keeps the template's own "Last
     updated" date; a version published later shows its publication date."""
-    return render_policy(settings, updated=versions[0].published_at.date() if len(versions) > 1 else None)
+    return render_policy(settings, session=session,
+                         updated=versions[0].published_at.date() if len(versions) > 1 else None)
 
 
 def text_sha256(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def policy_sha256(settings: Settings, *, updated: date | None = None) -> str:
-    return text_sha256(render_policy(settings, updated=updated))
+def policy_sha256(settings: Settings, *, session: Session | None = None, updated: date | None = None) -> str:
+    return text_sha256(render_policy(settings, session=session, updated=updated))

@@ -150,9 +150,10 @@ def gallery_page(request: Request, principal: OptionalPrincipalDep, session: Ses
 def privacy_page(request: Request, principal: OptionalPrincipalDep, settings: SettingsDep,
                  session: SessionDep) -> Response:
     versions = consent_service.list_versions(session)
-    text = render_version(settings, versions)
+    text = render_version(settings, versions, session=session)
     return render(request, "privacy.html", principal, blocks=policy_blocks(text), version=versions[0].version,
-                  versions=versions, contact_email=settings.contact_email)
+                  versions=versions, contact_email=settings.contact_email,
+                  unset_settings=settings.unset_operator_settings())
 
 
 HEADING = re.compile(r"^(\d+)\.(\d+)?\.? \S")

@@ -33,7 +33,7 @@ def request_page(request: Request, principal: OptionalPrincipalDep, settings: Se
                  id: str | None = None) -> Response:
     return render(request, "privacy_request.html", principal, kinds=KIND_CHOICES, request_id=id,
                   response_days=settings.privacy_response_days, contact_email=settings.contact_email,
-                  code_hours=settings.privacy_code_ttl_hours)
+                  code_hours=settings.privacy_code_ttl_hours, mail_sent=settings.mail_delivered)
 
 
 @router.get("/admin/privacy-requests")

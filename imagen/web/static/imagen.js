@@ -681,7 +681,9 @@
       const box = document.getElementById("verify-error");
       const id = encodeURIComponent(verify.dataset.requestId);
       const r = await post(`/api/v1/privacy-requests/${id}/resend-code`);
-      if (r.ok) { box.hidden = true; window.alert("A new code is on its way."); } else show(box, r.data && r.data.detail);
+      const sent = verify.dataset.mailSent === "yes"; // the outbox backend only logs mail: say so
+      const note = sent ? "A new code is on its way." : "A new code was made; this server does not send email, so ask the operator for it.";
+      if (r.ok) { box.hidden = true; window.alert(note); } else show(box, r.data && r.data.detail);
     });
   }
 
