@@ -9,17 +9,17 @@ from imagen.assets.images import ALLOWED_FORMATS, MAX_PIXELS, BadImage, clean_pn
 
 MAX_ENCODED_BYTES = 20 * 1024 * 1024
 
-__all__ = ["ALLOWED_FORMATS", "MAX_ENCODED_BYTES", "MAX_PIXELS", "BadImage", "clean_png", "decode_base64_image"]
+__all__ = ["ALLOWED_FORMATS", "MAX_ENCODED_BYTES", "MAX_PIXELS", "BadImage", "clean_png", "decode_base64"]
 
 
-def decode_base64_image(value: str) -> bytes:
-    """Decode a base64 (or data: URL) PNG/JPEG/WebP and return it re-encoded as a clean PNG."""
+def decode_base64(value: str) -> bytes:
+    """The bytes a base64 (or data: URL) value carries, exactly as sent (what the hash banks are checked against)."""
     if value.startswith("data:"):
         _, _, value = value.partition(",")
     if len(value) > MAX_ENCODED_BYTES * 4 // 3 + 4:
         raise BadImage(f"image is larger than {MAX_ENCODED_BYTES // (1024 * 1024)} MB")
     try:
-        raw = base64.b64decode(value, validate=True)
+        return base64.b64decode(value, validate=True)
     except (binascii.Error, ValueError):
         raise BadImage("not valid base64") from None
-    return clean_png(raw)
+

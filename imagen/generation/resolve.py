@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 
 from imagen.accounts.models import User
 from imagen.assets.service import asset_service
-from imagen.generation.images import BadImage, decode_base64_image
+from imagen.generation.images import BadImage, clean_png, decode_base64
 from imagen.inference.checkpoints import CheckpointNotFound, CheckpointRegistry
 from imagen.inference.spec import ModelRef
 from imagen.kit.errors import field_error
@@ -88,13 +88,21 @@ def resolve_models(session: Session, *, user: User, workflow: Workflow, params: 
     return ResolvedModels(checkpoint, tuple(loras), in_channels)
 
 
-def resolve_image(session: Session, *, user: User, field: str, value: str, blobs: BlobStore) -> bytes:
-    """A clean PNG for an image parameter: decoded and re-encoded, or read from a reference-image asset."""
+@dataclass(frozen=True)
+class ResolvedImage:
+    png: bytes  # the clean PNG the job uses
+    received: bytes | None  # an inline value's bytes as sent (what the hash banks check); None for an asset
+
+
+def resolve_image(session: Session, *, user: User, field: str, value: str, blobs: BlobStore) -> ResolvedImage:
+    """An image parameter: decoded and re-encoded (keeping the bytes as sent), or read from a reference-image asset."""
     if value.startswith(ASSET_IMAGE_PREFIX):
         asset = asset_service.get_usable(session, user=user, asset_id=value.removeprefix(ASSET_IMAGE_PREFIX),
                                          kinds=("reference_image",), what="Reference image")
-        return blobs.get(asset.blob_key)  # stored already cleaned (re-encoded, metadata stripped)
+        # Stored already cleaned and screened when it was uploaded.
+        return ResolvedImage(png=blobs.get(asset.blob_key), received=None)
     try:
-        return decode_base64_image(value)
+        received = decode_base64(value)
+        return ResolvedImage(png=clean_png(received), received=received)
     except BadImage as exc:
         raise field_error(f"params.{field}", str(exc)) from None

@@ -17,7 +17,7 @@ from imagen.accounts.models import User
 from imagen.consent.service import consent_service
 from imagen.generation.models import ACTIVE_STATUSES, Generation, Output
 from imagen.generation.queue import FairQueue, QueuedJob
-from imagen.generation.resolve import ASSET_IMAGE_PREFIX, resolve_image, resolve_models
+from imagen.generation.resolve import resolve_image, resolve_models
 from imagen.inference.checkpoints import CheckpointRegistry
 from imagen.inference.spec import ImageResult
 from imagen.kit.db import new_id, run_after_commit, run_after_rollback, utcnow
@@ -96,11 +96,13 @@ class GenerationService:
         for field, column in (("init_image", "input_blob_key"), ("mask_image", "mask_blob_key")):
             if not clean.get(field):
                 continue
-            png = resolve_image(session, user=user, field=field, value=clean[field], blobs=blobs)
-            if not clean[field].startswith(ASSET_IMAGE_PREFIX):  # an inline upload: checked like an asset
+            image = resolve_image(session, user=user, field=field, value=clean[field], blobs=blobs)
+            png = image.png
+            if image.received is not None:  # an inline upload: screened like an asset, on the bytes as sent
                 from imagen.safety.checks import screen_reference_image
 
-                png = screen_reference_image(session, user_id=user.id, original=png, png=png, filename=field)
+                png = screen_reference_image(session, user_id=user.id, original=image.received, png=png,
+                                             filename=field)
                 # The input is transient: kept only until the job ends, referenced by hash in the record.
                 clean[field] = "sha256:" + hashlib.sha256(png).hexdigest()
             key = input_key(user.id, gen.id, field)
@@ -178,13 +180,15 @@ class GenerationService:
         fair.served(job.user_id)
         return session.get(Generation, job.id)
 
-    def recover_after_restart(self, session: Session) -> int:
-        """Jobs that were running when the process died cannot be resumed mid-way: fail them."""
-        return session.execute(
-            update(Generation).where(Generation.status == "running")
-            .values(status="failed", error="Interrupted by a server restart; submit it again",
-                    finished_at=utcnow())
-        ).rowcount
+    def recover_after_restart(self, session: Session, *, blobs: BlobStore) -> int:
+        """Jobs that were running when the process died cannot be resumed mid-way: fail them (their transient
+        inputs go after the commit, as for any job that ends)."""
+        interrupted = list(session.scalars(select(Generation).where(Generation.status == "running")))
+        for gen in interrupted:
+            gen.status, gen.error, gen.finished_at = "failed", "Interrupted by a server restart; submit it again", \
+                utcnow()
+            self._drop_transient_input(session, gen, blobs)
+        return len(interrupted)
 
     def record_progress(self, session: Session, *, generation_id: str, progress: float) -> bool:
         """Store progress; returns whether the job should stop (canceled or deleted)."""

@@ -1,7 +1,8 @@
 """What the upload and generation paths call before anything is stored for delivery.
 
-- reference images: hash banks (exact bytes and PDQ), then the NSFW policy (block: a neutral 422; blur: the
-  blurred image is stored instead);
+- reference images, uploaded or sent inline as an img2img/inpaint input: hash banks (the bytes as received, then the
+  re-encoded PNG: SHA-256, MD5, PDQ), then the NSFW policy (block: a neutral 422; blur: the blurred image is stored
+  instead);
 - model files: the SHA-256 banks;
 - prompts, at submit: the prompt rules (422 naming the category; the refusal is recorded, repeated ones flag);
 - generated outputs, in the worker before they are stored: hash banks, then the NSFW policy.
@@ -121,7 +122,10 @@ def _quarantine_match(session: Session, ctx: SafetyContext, *, user_id: str, dat
 
 
 def screen_reference_image(session: Session, *, user_id: str, original: bytes, png: bytes, filename: str) -> bytes:
-    """A reference image upload: the PNG to store (maybe blurred); raises `Blocked`."""
+    """A reference image (an upload, or an inline `init_image`/`mask_image`): the PNG to store (maybe blurred).
+
+    `original` is the file as received, before re-encoding: exact-hash banks list the bytes that circulate, which
+    the re-encoded `png` never equals. Raises `Blocked` (quarantine, evidence, case and suspension follow)."""
     ctx = context_for(session)
     if ctx is not None:
         match = ctx.matcher.match_image(original)
