@@ -182,18 +182,20 @@ def test_low_quality_hashes_are_ignored(client, app):
     assert HashMatcher(app.state.db, reload_seconds=0).match_image(encode(flat)) is None
 
 
-def test_exact_md5_and_sha256_of_the_bytes(client, app):
+@pytest.mark.parametrize("hash_type", ["md5", "sha256"])
+def test_exact_md5_and_sha256_of_the_bytes(client, app, hash_type):
+    """Each exact bank type on its own: with only this bank's hash of the bytes, the image matches through it."""
     data = encode(scene(9))
-    md5, sha = hashlib.md5(data).hexdigest(), hashlib.sha256(data).hexdigest()
-    import_into(app, "md5-list", "md5", [md5])
-    import_into(app, "files", "sha256", [sha.upper()])
+    digest = hashlib.new(hash_type, data).hexdigest()
+    import_into(app, "exact", hash_type, [digest.upper()])  # stored lower case
     matcher = HashMatcher(app.state.db, reload_seconds=0)
-    by_sha = matcher.match_image(data)
-    assert by_sha is not None and (by_sha.bank_name, by_sha.hash_type, by_sha.distance) == ("files", "sha256", 0)
-    assert matcher.match_bytes_sha256(sha.upper()).matched_value == sha
-    assert matcher.match_md5(md5).bank_name == "md5-list"
-    assert matcher.match_bytes_sha256("0" * 64) is None and matcher.match_md5(MD5_B) is None
+    found = matcher.match_image(data)
+    assert found is not None
+    assert (found.bank_name, found.hash_type, found.distance, found.matched_value) == ("exact", hash_type, 0, digest)
+    lookup = matcher.match_md5 if hash_type == "md5" else matcher.match_bytes_sha256
+    assert lookup(digest.upper()).matched_value == digest and lookup(digest[::-1]) is None
     assert matcher.match_image(encode(scene(10))) is None  # other bytes, and no PDQ bank
+    assert matcher.match_image(encode(scene(9), compress_level=1)) is None  # the same pixels, other bytes
 
 
 def test_disabled_banks_do_not_match_and_reenabled_ones_do(client, app):

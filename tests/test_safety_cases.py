@@ -5,9 +5,12 @@ moderation queue, its actions and audit; user reports; repeated prompt refusals;
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import io
+import threading
 import time
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 
@@ -17,6 +20,8 @@ from PIL import Image, ImageDraw, ImageFilter
 from sqlalchemy import func, select
 
 from imagen.accounts.models import User
+from imagen.assets.images import clean_png
+from imagen.assets.models import Asset
 from imagen.generation.models import Generation, Output
 from imagen.inference import synthetic
 from imagen.kit.db import utcnow
@@ -26,7 +31,7 @@ from imagen.privacy.retention import retention_service
 from imagen.safety.banks import hash_bank_service
 from imagen.safety.matcher import pdq_hex
 from imagen.safety.models import CaseAction, Evidence, PromptRefusalRecord, SafetyCase
-from tests.conftest import TINY, signup, wait_for
+from tests.conftest import PASSWORD, TINY, signup, wait_for
 
 
 def photo(seed: int = 1) -> Image.Image:
@@ -172,6 +177,102 @@ def test_matching_output_is_never_served_and_opens_a_case(app, user_client):
     assert user_client.get("/api/v1/generations").status_code == 401  # suspended
 
 
+def refused_like_an_upload(app, r, email: str, data: bytes, hash_type: str, subject: str) -> None:
+    """One refusal, checked as an upload hit is: the neutral 422, the bytes as sent in quarantine, the evidence,
+    the case, the suspension."""
+    assert r.status_code == 422 and r.json() == {"detail": "This file cannot be accepted."}, (subject, r.text)
+    [case] = cases(app, user_email=email)
+    assert (case.kind, case.status, case.subject_type) == ("hash_match", "open", "reference_image")
+    assert [a.action for a in case.actions] == ["open", "suspend"]
+    [ev] = case.evidence
+    assert ev.source == "upload" and ev.filename == subject and ev.ip_address == "testclient"
+    assert (ev.match["hash_type"], ev.match["bank_name"]) == (hash_type, f"{hash_type}-bank")
+    assert (ev.md5, ev.sha256) == (hashlib.md5(data).hexdigest(), hashlib.sha256(data).hexdigest())
+    assert app.state.safety.quarantine.get(ev.quarantine_blob_key) == data  # what was sent, not the re-encoding
+    with app.state.db.transaction() as s:
+        assert s.scalars(select(User).where(User.email == email)).one().suspended_at is not None
+
+
+@pytest.mark.parametrize("hash_type", ["md5", "sha256"])
+def test_inline_inputs_are_hashed_as_received_like_uploads(app, client, new_client, hash_type):
+    """An exact-hash bank lists the bytes that circulate; IMAGEN re-encodes images, so the check must see the bytes
+    as they arrived, whether uploaded as an asset or sent inline as an img2img/inpaint input."""
+    data = encode(photo(), "JPEG", quality=90)  # a JPEG as a camera writes it
+    assert clean_png(data) != data  # the re-encoded PNG has other hashes: only the bytes as sent can match
+    digest = hashlib.md5(data).hexdigest() if hash_type == "md5" else hashlib.sha256(data).hexdigest()
+    import_bank(app, f"{hash_type}-bank", hash_type, [digest])
+    sent = base64.b64encode(data).decode()
+    clean = base64.b64encode(encode(photo(4))).decode()  # an ordinary image, for the other field
+
+    signup(client, "uploader@example.com")
+    r = upload_image(client, data, "holiday.jpg", "image/jpeg")
+    refused_like_an_upload(app, r, "uploader@example.com", data, hash_type, "holiday.jpg")
+
+    img2img = new_client()
+    signup(img2img, "img2img@example.com")
+    r = img2img.post("/api/v1/generations", json={"workflow": "img2img", "params": {
+        "prompt": "a house", "init_image": sent, **TINY}})
+    refused_like_an_upload(app, r, "img2img@example.com", data, hash_type, "init_image")
+
+    inpaint = new_client()
+    signup(inpaint, "inpaint@example.com")
+    r = inpaint.post("/api/v1/generations", json={"workflow": "inpaint", "params": {
+        "prompt": "a house", "init_image": clean, "mask_image": f"data:image/jpeg;base64,{sent}", **TINY}})
+    refused_like_an_upload(app, r, "inpaint@example.com", data, hash_type, "mask_image")
+
+    # Nothing half-stored: no job, no asset, and the init_image written before the mask was refused is gone.
+    with app.state.db.transaction() as s:
+        assert s.scalar(select(func.count()).select_from(Generation)) == 0
+        assert s.scalar(select(func.count()).select_from(Asset)) == 0
+    assert list(app.state.blobs.keys("inputs/")) == [] and list(app.state.blobs.keys("assets/")) == []
+    assert len(cases(app)) == 3
+
+
+def test_output_evidence_carries_the_address_of_the_login_before_submit(app, client, runtime, monkeypatch):
+    """A generated image has no request of its own in the worker: its evidence takes the address of the latest
+    login before the job was submitted, not a later one (docs/safety.md, "On a hash match" 3)."""
+    from fastapi.testclient import TestClient
+
+    released, started = threading.Event(), threading.Event()
+    real_run = runtime.run
+
+    def run_when_released(spec, **kwargs):
+        started.set()
+        assert released.wait(60), "the test never released the job"
+        result = real_run(spec, **kwargs)
+        result.images[:] = [replace(image, png=encode(photo())) for image in result.images]
+        return result
+
+    monkeypatch.setattr(runtime, "run", run_when_released)
+    import_bank(app, "outputs", "sha256", [hashlib.sha256(encode(photo())).hexdigest()])
+
+    def browser(ip: str) -> TestClient:
+        return TestClient(app, base_url="https://testserver", client=(ip, 4000))
+
+    signup(browser("198.51.100.1"), "eve@example.com")  # signed up from one address
+    office = browser("192.0.2.10")  # logged in again from another, and submitted from there
+    login = office.post("/api/v1/auth/login", json={"email": "eve@example.com", "password": PASSWORD})
+    assert login.status_code == 200, login.text
+    office.headers["X-CSRF-Token"] = login.json()["csrf_token"]
+    gen_id = office.post("/api/v1/generations", json={"workflow": "txt2img", "params": {
+        "prompt": "a lighthouse", **TINY}}).json()["id"]
+    assert started.wait(60)
+    later = browser("203.0.113.9").post("/api/v1/auth/login", json={"email": "eve@example.com",
+                                                                      "password": PASSWORD})
+    assert later.status_code == 200  # a login after the submit, while the job runs
+    released.set()
+    deadline = time.monotonic() + 120
+    while not cases(app) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    [case] = cases(app)
+    [ev] = case.evidence
+    assert (case.subject_id, ev.source, ev.match["hash_type"]) == (gen_id, "output", "sha256")
+    assert ev.ip_address == "192.0.2.10"
+    with app.state.db.transaction() as s:
+        submitted = s.get(Generation, gen_id).created_at
+    assert ev.event_time is not None and ev.event_time <= submitted
+
+
 def test_evidence_survives_erasure_and_is_purged_when_the_hold_ends(app, client, settings):
     import_bank(app, "bank", "pdq", [pdq_hex(photo())[0]])
     user_id = signup(client, "eve@example.com")["account"]["id"]
@@ -250,6 +351,35 @@ def test_prompt_refusals_answer_422_and_repeated_ones_raise_a_flag(app, user_cli
     assert case.user_email == "ada@example.com" and case.evidence[0].prompt == "nude child"
     ok = user_client.post("/api/v1/generations", json={"workflow": "txt2img", "params": {"prompt": "a dog", **TINY}})
     assert ok.status_code == 202
+
+
+def test_repeated_refusals_keep_one_open_flag_per_account(app, user_client, new_client, moderator, settings):
+    """Crossing the threshold again (and again) adds no case while the account's flag is open; another account
+    gets its own; once a moderator closes the flag, the next refusal may open a new one."""
+    flag = settings.prompt_refusals_flag
+
+    def refuse(client, times: int, prompt: str = "nude child") -> None:
+        for _ in range(times):
+            r = client.post("/api/v1/generations", json={"workflow": "txt2img", "params": {"prompt": prompt, **TINY}})
+            assert r.status_code == 422, r.text
+
+    refuse(user_client, 2 * flag + 1)
+    [first] = cases(app, kind="prompt_flag")
+    assert first.user_email == "ada@example.com" and len(first.evidence) == flag  # the refusals that raised it
+    other = new_client()
+    signup(other, "bob@example.com")
+    refuse(other, flag)
+    assert sorted(c.user_email for c in cases(app, kind="prompt_flag", status="open")) == \
+        ["ada@example.com", "bob@example.com"]
+
+    done = moderator.post(f"/api/v1/admin/cases/{first.id}/actions", json={"action": "dismiss"})
+    assert done.status_code == 200, done.text
+    refuse(user_client, 1, "loli hentai")
+    ada = cases(app, kind="prompt_flag", user_email="ada@example.com")
+    assert [c.status for c in ada] == ["dismissed", "open"]
+    assert "loli hentai" in [e.prompt for e in ada[1].evidence]
+    refuse(user_client, flag)
+    assert len(cases(app, kind="prompt_flag", user_email="ada@example.com")) == 2
 
 
 def test_report_action_submits_to_ncmec(app, client, moderator, settings):
