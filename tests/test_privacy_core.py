@@ -314,3 +314,144 @@ def test_cli_residue_scan_erase_and_ropa(cli_env):
     evidence = next(a for a in record["activities"] if a["name"] == "safety_evidence")
     assert any("NCMEC" in r["name"] for r in evidence["recipients"])  # policy §4.3: reported cases go to NCMEC
     assert "NCMEC's CyberTipline" in md.output
+
+
+# ---- every identifier, and holds that end (issue 19) ----
+
+ADA_IP, ADA_UA = "203.0.113.77", "Mozilla/5.0 (X11; Linux) AdaBrowser/7.1"
+
+
+def _ada(app) -> TestClient:
+    """A browser with its own address and user agent, so the security log has something to identify her by."""
+    return TestClient(app, base_url="https://testserver", client=(ADA_IP, 50000), headers={"User-Agent": ADA_UA})
+
+
+def _admin(app, new_client) -> TestClient:
+    admin = new_client()
+    signup(admin, "root@example.com")
+    with app.state.db.transaction() as s:
+        s.execute(update(User).where(User.email == "root@example.com").values(role="admin"))
+    return admin
+
+
+def _give_ada_held_data(app, ada: TestClient, admin: TestClient) -> str:
+    """Security events with her IP and browser, a closed privacy request with its emails, an image she reported
+    (a safety case with evidence). Returns her id."""
+    from imagen.kit.db import new_id
+
+    user_id = signup(ada)["account"]["id"]
+    assert ada.post("/api/v1/auth/logout").status_code == 204
+    assert ada.post("/api/v1/auth/login", json={"email": "ada@example.com", "password": "wrong-pass-1234"}
+                    ).status_code == 401
+    login = ada.post("/api/v1/auth/login", json={"email": "ada@example.com", "password": PASSWORD})
+    ada.headers["X-CSRF-Token"] = login.json()["csrf_token"]
+    req = ada.post("/api/v1/privacy-requests", json={"email": "ada@example.com", "kind": "objection",
+                                                      "details": "stop profiling me"})
+    assert req.status_code == 201 and req.json()["status"] == "pending", req.text
+    done = admin.post(f"/api/v1/admin/privacy-requests/{req.json()['id']}/transition",
+                      json={"status": "completed", "note": "Stopped."})
+    assert done.status_code == 200, done.text
+    with app.state.db.transaction() as s:
+        gen = Generation(id=new_id(), user_id=user_id, workflow="txt2img", workflow_version=1, pipeline="txt2img",
+                         params={"prompt": "a fox"}, checkpoint="imagen-tiny", checkpoint_sha256="0" * 64,
+                         models=[], consent_model_improvement=False, status="succeeded")
+        s.add(gen)
+    assert ada.post("/api/v1/reports", json={"generation_id": gen.id, "reason": "not what I asked"}
+                    ).status_code == 201
+    return user_id
+
+
+def test_erasure_gathers_every_identifier_and_holds_end_with_their_period(app, client, new_client, settings):
+    from imagen.accounts.models import SecurityEvent
+    from imagen.mail.models import OutboundEmail
+    from imagen.privacy.residue import gather
+    from imagen.safety.models import UserReport
+
+    admin = _admin(app, new_client)
+    user_id = _give_ada_held_data(app, _ada(app), admin)
+    db, blobs, secret = app.state.db, app.state.blobs, settings.resolved_secret_key()
+    with db.transaction() as s:
+        found = gather(s, user_id=user_id, secret=secret)
+    kinds = found.kinds()
+    assert kinds["ip_address"] == [ADA_IP] and kinds["user_agent"] == [ADA_UA.lower()]
+    assert kinds["id"] == [user_id] and kinds["email"] == ["ada@example.com"] and len(kinds["email_hash"]) == 1
+
+    summary = erase_user(db, blobs, app.state.executor, user_id, settings=settings, verify=True)
+    assert summary["residue"] == 0 and summary["findings"] == []
+    with db.transaction() as s:
+        assert s.scalars(select(Erasure)).one().summary["residue"] == 0  # the record says it was checked
+        events = s.scalars(select(SecurityEvent).where(SecurityEvent.user_id.is_(None))).all()
+        assert {e.kind for e in events} >= {"signup", "login", "logout", "login_failed"}
+        assert {(e.email, e.ip_address, e.user_agent) for e in events} == {(None, None, None)}
+        assert [r.reporter_id for r in s.scalars(select(UserReport))] == [None]
+        assert {m.to_address for m in s.scalars(select(OutboundEmail))} >= {"ada@example.com"}  # a hold, for now
+
+    findings = scan(db.engine, blobs, needles=found, settings=settings)
+    assert residue(findings) == [], [(f.where, f.needle, f.reason) for f in residue(findings)]
+    held = {(f.where, f.needle) for f in findings}
+    assert {("outbound_emails.to_address", "email"), ("privacy_requests.email", "email"),
+            ("safety_evidence.ip_address", "ip_address"), ("safety_cases.user_id", "id")} <= held
+
+    # Past every period, without a retention run: each hold that kept her is residue now.
+    later = utcnow() + timedelta(days=10000)
+    ended = {(f.where, f.needle): f.reason for f in residue(scan(db.engine, blobs, needles=found,
+                                                                  settings=settings, now=later))}
+    assert ended[("outbound_emails.to_address", "email")].startswith("legal hold ended (privacy_request_emails)")
+    assert {("privacy_requests.email", "email"), ("safety_evidence.ip_address", "ip_address"),
+            ("erasures.subject_id_hash", "id_hash")} <= set(ended)
+    # The retention run purges them: then nothing at all identifies her.
+    with db.transaction() as s:
+        retention_service.run(s, settings=settings, blobs=blobs, now=later)
+    assert scan(db.engine, blobs, needles=found, settings=settings, now=later) == []
+
+    # A leftover IP address in a row of nobody's is found; the same address in someone else's row is theirs.
+    with db.transaction() as s:
+        s.add(SecurityEvent(user_id=None, kind="login_failed", ip_address=ADA_IP))
+        other = s.scalars(select(User.id).where(User.email == "root@example.com")).one()
+        s.add(SecurityEvent(user_id=other, kind="login", ip_address=ADA_IP, user_agent=ADA_UA))
+    left = residue(scan(db.engine, blobs, needles=found, settings=settings))
+    assert [(f.where, f.needle, f.count) for f in left] == [("security_events.ip_address", "ip_address", 1)]
+
+
+def test_a_privacy_request_mail_does_not_outlive_its_hold(app, client, new_client, settings):
+    """The issue's case: after erasure and a retention run past every period, the address is gone from the mail."""
+    from imagen.mail.models import OutboundEmail
+
+    admin = _admin(app, new_client)
+    user_id = _give_ada_held_data(app, _ada(app), admin)
+    erase_user(app.state.db, app.state.blobs, app.state.executor, user_id, settings=settings)
+    days = settings.retention_outbound_emails_days
+    with app.state.db.transaction() as s:  # within the hold: kept, without the account's id
+        retention_service.run(s, settings=settings, blobs=app.state.blobs, now=utcnow() + timedelta(days=days - 1))
+        kept = s.scalars(select(OutboundEmail).where(OutboundEmail.to_address == "ada@example.com")).all()
+        assert kept and {m.user_id for m in kept} == {None}
+    with app.state.db.transaction() as s:
+        purges = retention_service.run(s, settings=settings, blobs=app.state.blobs,
+                                       now=utcnow() + timedelta(days=days + 1))
+        assert next(p.count for p in purges if p.name == "privacy_request_emails") == len(kept)
+        assert s.scalars(select(OutboundEmail).where(OutboundEmail.to_address == "ada@example.com")).all() == []
+    assert not any(f.where.startswith("outbound_emails.") for f in _scan(app, settings, user_id, "ada@example.com"))
+
+
+def test_withheld_categories_are_named_in_the_export_without_their_rows(app, client, new_client, settings):
+    """Legal requests that named the user and safety cases about them (policy §8.2, GDPR Art. 23) are named in
+    the export with the reason, and none of their rows or ids are in it."""
+    admin = _admin(app, new_client)
+    ada = _ada(app)
+    user_id = _give_ada_held_data(app, ada, admin)
+    legal = admin.post("/api/v1/admin/legal-requests", json={
+        "received_at": utcnow().isoformat(), "authority": "Metropolitan Police", "instrument": "production order",
+        "reference": "MP/2026/99", "scope": "account data of one user", "user_ids": [user_id]})
+    assert legal.status_code == 201, legal.text
+    from imagen.safety.models import SafetyCase
+
+    with app.state.db.transaction() as s:
+        [case_id] = s.scalars(select(SafetyCase.id).where(SafetyCase.user_id == user_id)).all()
+    _, content = _export(ada)
+    text = zipfile.ZipFile(io.BytesIO(content)).read("data.json").decode()
+    sections = json.loads(text)["sections"]
+    for name in ("legal_request_subjects", "safety_cases", "safety_evidence"):
+        assert sections[name]["items"] == [] and sections[name]["count"] == 0, name
+        assert sections[name]["withheld"] == next(i.withheld for i in DATA_MAP if i.name == name)
+    assert legal.json()["id"] not in text and case_id not in text and "MP/2026/99" not in text
+    assert sections["user_reports"]["count"] == 1  # what she provided herself is hers to see

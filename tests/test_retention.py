@@ -16,6 +16,7 @@ from imagen.cli import app as cli
 from imagen.generation.models import Generation, Output
 from imagen.kit.config import Settings, get_settings
 from imagen.kit.db import Database, new_id, utcnow
+from imagen.kit.models import Base
 from imagen.notifications.models import Notification
 from imagen.privacy.retention import RetentionScheduler, retention_service
 from tests.conftest import signup
@@ -66,7 +67,8 @@ def seed_old_and_new(app) -> dict[str, str]:
 
 
 def counts(purges) -> dict[str, int]:
-    return {p.category: p.count for p in purges}
+    """Count per data-map entry (or per category for the purges that are not an entry's)."""
+    return {p.name or p.category: p.count for p in purges}
 
 
 def test_old_rows_are_purged_newer_kept_dry_run_changes_nothing_and_twice_is_harmless(client, app, settings):
@@ -76,11 +78,11 @@ def test_old_rows_are_purged_newer_kept_dry_run_changes_nothing_and_twice_is_har
 
     with db.transaction() as s:
         dry = retention_service.run(s, settings=settings, blobs=blobs, dry_run=True)
-    assert counts(dry)["security log"] == 1
-    assert counts(dry)["login sessions"] == 1
+    assert counts(dry)["security_events"] == 1
+    assert counts(dry)["login_sessions"] == 1
     assert counts(dry)["generations"] == 1
     assert counts(dry)["notifications"] == 1
-    failed = next(p for p in dry if p.category == "generations")
+    failed = next(p for p in dry if p.name == "generations")
     assert failed.blobs == 1 and failed.setting == "IMAGEN_RETENTION_FAILED_GENERATIONS_DAYS"
     assert failed.period == "30 days"
     with db.transaction() as s:  # the dry run changed nothing
@@ -127,7 +129,7 @@ def test_periods_come_from_configuration(client, app, settings):
     longer = settings.model_copy(update={"retention_security_log_days": 500, "retention_failed_generations_days": 3})
     with app.state.db.transaction() as s:
         plan = counts(retention_service.plan(s, settings=longer))
-    assert plan["security log"] == 0
+    assert plan["security_events"] == 0
     assert plan["generations"] == 2  # both failed generations are past 3 days
 
 
@@ -155,28 +157,159 @@ def test_orphaned_inputs_of_finished_or_gone_generations_are_removed(client, app
     assert blobs.exists(keys["gone_new"]), "an input whose request has not committed yet is left alone"
 
 
-def test_other_parts_tables_are_skipped_or_purged(client, app, settings):
-    """Exports, emails, privacy requests and the erasure log belong to other parts of the privacy domain."""
+def test_other_parts_tables_are_skipped_or_purged(client, app, settings, monkeypatch):
+    """Every entry's rule applies to its table; a table that does not exist (a part not built) is skipped with
+    exactly that reason, and only that rule is skipped."""
+    from imagen.privacy import retention
+
     signup(client)
     with app.state.db.transaction() as s:
         plan = retention_service.plan(s, settings=settings)
-    names = {p.category for p in plan}
-    assert {"exports", "emails", "privacy requests", "erasure log"} <= names
-    for p in plan:
-        assert p.count == 0  # nothing of theirs is old here; absent tables say so instead of failing
-        assert p.skipped is None or "no " in p.skipped
+    assert [(p.name, p.skipped) for p in plan if p.skipped] == []
+    assert {p.name for p in plan if p.name} == {r.item.name for r in retention.rules()}
+    assert {"exports", "privacy_request_emails", "privacy_requests", "erasure_requests"} <= {p.name for p in plan}
+
+    real = retention._tables()
+    monkeypatch.setattr(retention, "_tables", lambda: {
+        k: v for k, v in real.items() if k not in ("outbound_emails", "privacy_requests")})
+    with app.state.db.transaction() as s:
+        skipped = {p.name: p.skipped for p in retention_service.plan(s, settings=settings) if p.skipped}
+    assert skipped == {"privacy_request_emails": "no outbound_emails table",
+                       "privacy_requests": "no privacy_requests table"}
 
 
-def test_every_period_in_the_data_map_has_a_purge():
-    """Each data-map entry that names a retention period or legal hold is purged by a rule for its table."""
+# Every retention period and legal hold the policy (§7) promises; an entry losing its period fails here.
+PROMISED = {"login_sessions", "security_events", "generations", "notifications", "exports", "erasure_requests",
+            "privacy_requests", "privacy_request_events", "privacy_request_emails", "safety_cases",
+            "safety_evidence", "safety_case_actions", "prompt_refusals"}
+
+
+def _value(column):
+    """Something a NOT NULL column accepts, for rows this test makes up."""
+    from sqlalchemy import JSON, Boolean, Date, DateTime, Float, Integer, String, Text
+    from sqlalchemy.types import TypeDecorator
+
+    kind = column.type.impl if isinstance(column.type, TypeDecorator) else column.type
+    if isinstance(kind, DateTime):
+        return utcnow()
+    if isinstance(kind, Date):
+        return utcnow().date()
+    if isinstance(kind, Boolean):
+        return False
+    if isinstance(kind, Integer | Float):
+        return 0
+    if isinstance(kind, JSON):
+        return {}
+    if isinstance(kind, String | Text):
+        return new_id()[: kind.length or 32]
+    raise AssertionError(f"no value for {column}")
+
+
+def _insert(session, table, values: dict) -> str:
+    """Insert a row with `values`, filling every other NOT NULL column (a parent row for a foreign key)."""
+    from sqlalchemy import insert
+
+    row = dict(values)
+    for column in table.c:
+        if column.name in row or column.nullable or column.default is not None or column.server_default is not None:
+            continue
+        fk = next(iter(column.foreign_keys), None)
+        row[column.name] = _insert(session, fk.column.table, {}) if fk is not None else _value(column)
+    pk = next(iter(table.primary_key.columns))
+    row.setdefault(pk.name, new_id())
+    session.execute(insert(table).values(row))
+    return row[pk.name]
+
+
+def _aged(item, settings, now, *, ended: bool) -> dict:
+    """Column values that put a row of `item` past (ended) or within its period or hold."""
+    values = {item.only[0]: item.only[1][0]} if item.only else {}
+    if item.period:
+        days = getattr(settings, item.period.setting)
+        values[item.period.clock] = now - timedelta(days=days + 1 if ended else max(days - 1, 0))
+        if item.period.only:
+            values[item.period.only[0]] = item.period.only[1][0]
+    elif item.hold.until:
+        values[item.hold.until] = now + (-DAY if ended else DAY)
+    elif not item.hold.follows:
+        days = getattr(settings, item.hold.setting)
+        values[item.hold.clocks[0]] = now - timedelta(days=days + 1 if ended else max(days - 1, 0))
+    return values
+
+
+def _make(session, item, settings, now, *, ended: bool) -> str:
+    from imagen.privacy.datamap import DATA_MAP, parent_table
+
+    tables = Base.metadata.tables
+    table = tables[item.table]
+    values = _aged(item, settings, now, ended=ended)
+    if item.hold and item.hold.follows:  # kept with its parent: the parent's hold decides
+        parent = parent_table(table, item.hold.follows)
+        parent_item = next(i for i in DATA_MAP if i.table == parent.name and i.hold)
+        values[item.hold.follows] = _make(session, parent_item, settings, now, ended=ended)
+    return _insert(session, table, values)
+
+
+def test_every_period_in_the_data_map_has_a_purge(client, app, settings):
+    """For each period and legal hold the data map declares, the retention run deletes (or empties) a row past it
+    and keeps a row within it; for a hold that names its own end (`until`), also a row without one."""
     from imagen.privacy.datamap import DATA_MAP
-    from imagen.privacy.retention import RULES
 
-    with_cascade = {"privacy_request_events": "deleted with its privacy request (ON DELETE CASCADE)"}
-    rule_tables = {t for rule in RULES for t in rule.tables} | {rule.item for rule in RULES}
-    timed = [i for i in DATA_MAP if (i.retention_setting or i.hold) and i.table]
-    missing = [i.name for i in timed if i.table not in rule_tables and i.name not in with_cascade]
-    assert missing == []
+    timed = [i for i in DATA_MAP if i.table and (i.period or i.hold)]
+    assert {i.name for i in timed} == PROMISED
+    now, db = utcnow(), app.state.db
+    rows: dict[str, tuple[str, str]] = {}
+    with db.transaction() as s:
+        for item in timed:
+            rows[item.name] = (_make(s, item, settings, now, ended=True), _make(s, item, settings, now, ended=False))
+    fallback = {}
+    with db.transaction() as s:  # a hold with its own end falls back to its clock where the end is not set
+        for item in timed:
+            if item.hold and item.hold.until and Base.metadata.tables[item.table].c[item.hold.until].nullable:
+                days = getattr(settings, item.hold.setting)
+                old = _insert(s, Base.metadata.tables[item.table], {
+                    item.hold.clocks[-1]: now - timedelta(days=days + 1), **_aged(item, settings, now, ended=True),
+                    item.hold.until: None})
+                new = _insert(s, Base.metadata.tables[item.table], {item.hold.clocks[0]: now - DAY})
+                fallback[item.name] = (old, new)
+    assert fallback, "no hold exercised its fallback clock"
+    with db.transaction() as s:
+        purges = retention_service.run(s, settings=settings, blobs=app.state.blobs, now=now)
+    assert {p.name for p in purges if p.count} >= PROMISED - {"safety_evidence", "safety_case_actions",
+                                                             "privacy_request_events"}  # those go with their parent
+    with db.transaction() as s:
+        for item in timed:
+            table = Base.metadata.tables[item.table]
+            pk = next(iter(table.primary_key.columns))
+            for (old, new) in [rows[item.name], *([fallback[item.name]] if item.name in fallback else [])]:
+                kept = s.execute(select(table).where(pk == old)).first()
+                blank = item.period.blank if item.period else ()
+                assert kept is None or (blank and all(kept._mapping[c] is None for c in blank)), item.name
+                assert s.execute(select(table).where(pk == new)).first() is not None, item.name
+
+
+def test_prompt_refusals_are_purged_after_their_period(client, app, settings):
+    from imagen.safety.models import PromptRefusalRecord
+
+    signup(client)
+    r = client.post("/api/v1/generations", json={"workflow": "txt2img", "params": {"prompt": "nude child"}})
+    assert r.status_code == 422
+    now = utcnow()
+    with app.state.db.transaction() as s:
+        [refusal] = s.scalars(select(PromptRefusalRecord)).all()
+        refusal.created_at = now - timedelta(days=settings.prompt_refusals_retention_days + 1)
+        recent = PromptRefusalRecord(user_id=refusal.user_id, rule_id="x", category="y", field="prompt", prompt="p",
+                                     created_at=now - timedelta(days=settings.prompt_refusals_retention_days - 1))
+        s.add(recent)
+        s.flush()
+        old_id, recent_id = refusal.id, recent.id
+    with app.state.db.transaction() as s:
+        purge = next(p for p in retention_service.run(s, settings=settings, blobs=app.state.blobs)
+                     if p.name == "prompt_refusals")
+        assert (purge.count, purge.setting) == (1, "IMAGEN_PROMPT_REFUSALS_RETENTION_DAYS")
+    with app.state.db.transaction() as s:
+        assert s.get(PromptRefusalRecord, old_id) is None
+        assert s.get(PromptRefusalRecord, recent_id) is not None
 
 
 def test_scheduler_runs_in_the_background_and_can_be_disabled(client, app, settings):

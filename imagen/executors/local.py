@@ -31,7 +31,7 @@ class LocalExecutor:
 
     def start(self) -> None:
         with self.db.transaction() as session:
-            failed = generation_service.recover_after_restart(session)
+            failed = generation_service.recover_after_restart(session, blobs=self.blobs)
         if failed:
             log.warning("marked %d interrupted generations as failed", failed)
         self._stopping.clear()

@@ -15,6 +15,7 @@ from fastapi.responses import Response
 from imagen.kit.config import Settings
 from imagen.kit.db import utcnow
 from imagen.kit.http import OptionalPrincipalDep, SessionDep, SettingsDep
+from imagen.privacy.datamap import DATA_MAP
 from imagen.privacy.records import holdings
 from imagen.privacy.records.endpoints import router as records_api
 from imagen.privacy.records.models import SEVERITIES
@@ -29,17 +30,11 @@ DECISION_LABELS = {"pending": "Pending", "complied": "Complied", "partially_comp
 
 
 def retention_rows(settings: Settings) -> list[tuple[str, str]]:
-    return [
-        ("Security log (logins, failed logins)", f"{settings.retention_security_log_days} days"),
-        ("Expired login sessions", f"{settings.retention_expired_sessions_days} days after they expire"),
-        ("Failed and canceled generations", f"{settings.retention_failed_generations_days} days"),
-        ("Read notifications", f"{settings.retention_read_notifications_days} days after reading"),
-        ("Email message bodies", f"{settings.retention_outbound_emails_days} days"),
-        ("Data exports", f"the file until its link expires; the record {settings.retention_exports_days} days"),
-        ("Closed privacy requests (legal hold)", f"{settings.retention_privacy_requests_days} days"),
-        ("Erasure records (legal hold)", f"{settings.retention_erasure_log_days} days"),
-        ("Inputs for image-to-image and inpainting", "deleted when the job ends"),
-    ]
+    """Every retention period and legal hold the data map declares, with the configured values (entries the law
+    lets us withhold are left out, as in the holdings)."""
+    rows = [(i.category[:1].upper() + i.category[1:], holdings.period_text(i.retention, settings))
+            for i in DATA_MAP if not i.withheld and i.collected and (i.period or i.hold or not i.table)]
+    return list(dict.fromkeys(rows))
 
 
 @router.get("/privacy/centre")

@@ -67,17 +67,37 @@ def erase_command(
                 typer.confirm(f"Erase {user.email} and all its data now?", abort=True)
             erasure_service.request(session, user=user, via="operator", grace=False, settings=settings)
             user_id = user.id
-        summary = erase_user(db, blobs, None, user_id, settings=settings)
+        summary = erase_user(db, blobs, None, user_id, settings=settings, verify=True)
     finally:
         db.dispose()
-    console.print(f"[green]Erased.[/] {sum(v for v in summary.values() if isinstance(v, int))} records and files.")
+    left = summary.pop("findings")
+    count = sum(v for k, v in summary.items() if isinstance(v, int) and k != "residue")
+    console.print(f"[green]Erased.[/] {count} records and files.")
+    if left:  # searched for what identified the person before the erasure (id, email, IPs, browsers, ...)
+        _print_findings(left, f"Residue after erasing {email_or_id}")
+        console.print(f"[red]{len(left)} finding(s) are not legal holds in force.[/]")
+        raise typer.Exit(1)
+    console.print("[green]Verified:[/] the residue scan found nothing outside legal holds in force.")
+
+
+def _print_findings(findings, title: str) -> None:
+    table = Table(title=title)
+    for column in ("store", "where", "found", "rows", "verdict"):
+        table.add_column(column)
+    for f in findings:
+        verdict = f"[green]{f.reason}[/]" if f.allowed else f"[red]residue[/] {f.reason}".rstrip()
+        table.add_row(f.store, f.where, f.needle, str(f.count), verdict)
+    console.print(table)
 
 
 @privacy_app.command("residue-scan")
 def residue_scan_command(
     values: Annotated[list[str], typer.Argument(help="Email and/or id of the (erased) account", metavar="EMAIL_OR_ID")],
 ) -> None:
-    """Search every table and the blob store for anything identifying the user. Exit 1 on residue."""
+    """Search every table and the blob store for the user's id, email and their hashes. Exit 1 on residue.
+
+    (IP addresses and other identifiers are gone once the account is erased; `imagen privacy erase` gathers them
+    first and runs this scan with them.)"""
     from imagen.privacy.residue import residue, scan
 
     settings, db, blobs = _open()
@@ -92,20 +112,15 @@ def residue_scan_command(
                     user_id = value
                 if user is not None:
                     user_id, email = user.id, user.email
-        findings = scan(db.engine, blobs, user_id=user_id, email=email, secret=settings.resolved_secret_key())
+        findings = scan(db.engine, blobs, user_id=user_id, email=email, secret=settings.resolved_secret_key(),
+                        settings=settings)
     finally:
         db.dispose()
-    table = Table(title=f"Residue scan for {', '.join(values)}")
-    for column in ("store", "where", "found", "rows", "verdict"):
-        table.add_column(column)
-    for f in findings:
-        verdict = f"[green]{f.reason}[/]" if f.allowed else "[red]residue[/]"
-        table.add_row(f.store, f.where, f.needle, str(f.count), verdict)
     if findings:
-        console.print(table)
+        _print_findings(findings, f"Residue scan for {', '.join(values)}")
     bad = residue(findings)
     if bad:
-        console.print(f"[red]{len(bad)} finding(s) are not declared legal holds.[/]")
+        console.print(f"[red]{len(bad)} finding(s) are not legal holds in force.[/]")
         raise typer.Exit(1)
     console.print("[green]No residue:[/] nothing identifies this person except declared legal holds."
                   if findings else "[green]No residue:[/] nothing found.")

@@ -10,19 +10,20 @@ after each commit), the rest per data-map entry (delete, anonymize, or keep a le
 emptied), references to the user's published models in other users' generations lose their blob key, the user row
 goes, the erasure row keeps only salted hashes until `hold_until`, and every declared blob prefix is swept last, so
 a job that finished during the erasure leaves nothing (its completion fails once the generation row is gone, and
-whatever it wrote before is under a swept prefix).
+whatever it wrote before is under a swept prefix). Before it deletes anything it gathers what identifies the
+person (`residue.gather`: id, email, and the identifiers the data map names, such as the security log's IP
+addresses and browsers); with `verify=True` the residue scan then searches every table and the blob store for them
+and the summary records how many findings are not legal holds in force (`residue`: 0 on a clean erasure).
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import logging
 from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
 
-from sqlalchemy import Table, Text, cast, delete, func, or_, select, update
+from sqlalchemy import Table, Text, cast, delete, or_, select, update
 from sqlalchemy.orm import Session
 
 from imagen.accounts.models import ApiKey, LoginSession, User
@@ -33,6 +34,7 @@ from imagen.kit.errors import Conflict, NotFound
 from imagen.privacy import background
 from imagen.privacy.datamap import DATA_MAP, DataItem
 from imagen.privacy.models import Erasure
+from imagen.privacy.residue import Needles, gather, residue, scan, subject_hash
 from imagen.storage import BlobStore
 
 log = logging.getLogger(__name__)
@@ -40,11 +42,6 @@ log = logging.getLogger(__name__)
 BATCH = 500
 OPEN = ("scheduled", "in_progress")
 UNUSABLE_PASSWORD = "!erased"  # not an argon2 hash: no password verifies against it
-
-
-def subject_hash(secret: str, value: str) -> str:
-    """Salted (keyed) hash of an email or id: proves an erasure without keeping who it was."""
-    return hmac.new(secret.encode(), f"imagen-erasure:{value.strip().lower()}".encode(), hashlib.sha256).hexdigest()
 
 
 def _settings(session: Session | None, settings: Settings | None) -> Settings:
@@ -58,15 +55,6 @@ def _tables() -> dict[str, Table]:
     from imagen.kit.models import Base
 
     return dict(Base.metadata.tables)
-
-
-def _where(item: DataItem, table: Table, user_id: str, email: str | None) -> Any:
-    cond = table.c[item.user_column] == user_id
-    if item.email_column and email:
-        cond = or_(cond, func.lower(table.c[item.email_column]) == email)
-    if item.only:
-        cond = cond & table.c[item.only[0]].in_(item.only[1])
-    return cond
 
 
 class ErasureService:
@@ -165,8 +153,12 @@ def erase_due(db: Database, blobs: BlobStore, executor: Any | None, *, settings:
 
 
 def erase_user(db: Database, blobs: BlobStore, executor: Any | None, user_id: str, *,
-               settings: Settings | None = None) -> dict[str, Any]:
-    """Erase one account across the database and the blob store; safe to run again (also after it finished)."""
+               settings: Settings | None = None, verify: bool = False) -> dict[str, Any]:
+    """Erase one account across the database and the blob store; safe to run again (also after it finished).
+
+    Returns the summary (rows per data-map entry). `verify`: scan for what identified the person afterwards;
+    the summary then has `residue` (the count, also stored on the erasure record) and `findings` (the residue).
+    """
     with db.transaction() as session:
         settings = _settings(session, settings)
         user = session.get(User, user_id)
@@ -185,6 +177,8 @@ def erase_user(db: Database, blobs: BlobStore, executor: Any | None, user_id: st
             else list(session.scalars(select(Generation.id).where(Generation.user_id == user_id,
                                                                   Generation.status == "running")))
         erasure_id, email = erasure.id, user.email.lower()
+        # What identifies the person, read before anything is emptied: the scan searches for it afterwards.
+        found = gather(session, user_id=user_id, email=email, secret=settings.resolved_secret_key())
     for gen_id in running:
         if executor is not None:
             executor.cancel(gen_id)
@@ -199,12 +193,13 @@ def erase_user(db: Database, blobs: BlobStore, executor: Any | None, user_id: st
     with db.transaction() as session:
         for item in DATA_MAP:
             table = tables.get(item.table or "")
-            if table is None or item.name == "account" or item.name in summary:
+            # The user row goes last (its id is what the rest is found by); the erasure rows become the hold below.
+            if table is None or item.table in (User.__tablename__, Erasure.__tablename__) or item.name in summary:
                 continue
-            cond = _where(item, table, user_id, email)
+            cond = item.rows_of(table, user_id, email)
             if item.erasure == "delete":
                 summary[item.name] = session.execute(delete(table).where(cond)).rowcount
-            elif item.anonymize and item.name != "erasure_requests":
+            elif item.anonymize:
                 summary[item.name] = session.execute(
                     update(table).where(cond).values({c: None for c in item.anonymize})).rowcount
         summary["shared_model_references"] = _scrub_model_references(session, user_id)
@@ -217,7 +212,22 @@ def erase_user(db: Database, blobs: BlobStore, executor: Any | None, user_id: st
             status="completed", completed_at=now, summary=summary))
     summary["blobs"] = _sweep(blobs, user_id)
     log.info("erased account %s: %s", erasure_id, summary)
+    if verify:
+        _verify(db, blobs, settings, erasure_id, found, summary)
     return summary
+
+
+def _verify(db: Database, blobs: BlobStore, settings: Settings, erasure_id: str, found: Needles,
+            summary: dict[str, Any]) -> None:
+    left = residue(scan(db.engine, blobs, needles=found, settings=settings))
+    with db.transaction() as session:  # the record proves the erasure was checked, not only done
+        stored = dict(session.get(Erasure, erasure_id).summary or {})  # type: ignore[union-attr]
+        session.execute(update(Erasure).where(Erasure.id == erasure_id).values(
+            summary={**stored, "residue": len(left)}))
+    if left:  # table.column or "blob" only: a blob key holds the id, and logs are not a place for it
+        log.error("erasure %s left %d finding(s) outside legal holds: %s", erasure_id, len(left),
+                  sorted({f.where if f.store == "database" else "blob" for f in left}))
+    summary["residue"], summary["findings"] = len(left), left
 
 
 def _delete_with_files(db: Database, blobs: BlobStore, item: DataItem, table: Table, user_id: str,
@@ -227,7 +237,7 @@ def _delete_with_files(db: Database, blobs: BlobStore, item: DataItem, table: Ta
     total = 0
     while True:
         with db.transaction() as session:
-            batch = session.execute(select(pk, file_col).where(_where(item, table, user_id, email))
+            batch = session.execute(select(pk, file_col).where(item.rows_of(table, user_id, email))
                                     .order_by(pk).limit(BATCH)).all()
             if batch:
                 session.execute(delete(table).where(pk.in_([r[0] for r in batch])))

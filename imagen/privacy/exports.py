@@ -22,7 +22,7 @@ from functools import partial
 from pathlib import Path
 from typing import IO, Any
 
-from sqlalchemy import Table, func, or_, select, tuple_, update
+from sqlalchemy import Table, select, tuple_, update
 from sqlalchemy.orm import Session
 
 from imagen.kit.db import Database, run_after_commit, run_after_rollback, utcnow
@@ -190,15 +190,6 @@ def archive_name(item: DataItem, user_id: str, key: str) -> str:
     return f"files/{item.name}/{rest}"
 
 
-def _where(item: DataItem, table: Table, user_id: str, email: str | None) -> Any:
-    cond = table.c[item.user_column] == user_id
-    if item.email_column and email:
-        cond = or_(cond, func.lower(table.c[item.email_column]) == email)
-    if item.only:
-        cond = cond & table.c[item.only[0]].in_(item.only[1])
-    return cond
-
-
 def iter_rows(db: Database, item: DataItem, user_id: str, email: str | None,
               columns: list[str] | None = None) -> Iterator[dict[str, Any]]:
     """The item's rows for one user, in batches of BATCH by primary key (keyset pagination)."""
@@ -210,7 +201,7 @@ def iter_rows(db: Database, item: DataItem, user_id: str, email: str | None,
     cols += [c for c in pk if c not in cols]
     last: tuple[Any, ...] | None = None
     while True:
-        query = select(*cols).where(_where(item, table, user_id, email))
+        query = select(*cols).where(item.rows_of(table, user_id, email))
         if last is not None:
             query = query.where(tuple_(*pk) > tuple_(*last) if len(pk) > 1 else pk[0] > last[0])
         with db.transaction() as session:

@@ -1,13 +1,16 @@
 """Retention (policy §7): purge each category of personal data once its configured period has passed.
 
+The rules come from the data map (`imagen/privacy/datamap.py`): an entry's `period` deletes (or empties) its rows
+`setting` days after their clock, and its `hold` deletes the rows it kept after an erasure once the hold ends
+(`hold_ended`, which the residue scan also uses to call an expired hold residue). Rows of a child table that
+cascade with their parent take their files with them (every `*blob_key` column of the table and of the tables
+that reference it with ON DELETE CASCADE).
+
 `retention_service.plan(session, settings, now)` says what would go (how many rows or blobs, under which
 setting); `run(session, settings, blobs, now, dry_run)` deletes it. Rows go in the caller's transaction;
 blobs go only after it commits (`run_after_commit`), so a rollback leaves every blob in place. Each rule
-selects by age, so running twice deletes nothing the second time.
-
-Tables owned by other parts of the privacy domain (exports, outbound emails, privacy requests, the erasure
-log) are looked up by name in the metadata and skipped when absent, so this module does not import them.
-The server runs the purge on a schedule (`RetentionScheduler`, started in the app's lifespan).
+selects by age, so running twice deletes nothing the second time. The server runs the purge on a schedule
+(`RetentionScheduler`, started in the app's lifespan).
 """
 
 from __future__ import annotations
@@ -16,15 +19,17 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Literal
 
-from sqlalchemy import ColumnElement, Table, and_, column, delete, func, or_, select, table, update
+from sqlalchemy import ColumnElement, Table, and_, delete, exists, false, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from imagen.kit.config import Settings
 from imagen.kit.db import Database, run_after_commit, utcnow
+from imagen.privacy.datamap import DATA_MAP, DataItem, Period, parent_table
 from imagen.storage import BlobStore
 
 log = logging.getLogger(__name__)
@@ -45,139 +50,97 @@ class Purge:
     cutoff: datetime | None = None
     blobs: int = 0
     skipped: str | None = None  # why the rule did not apply (e.g. the table does not exist yet)
-
-
-# A rule: which rows of which table are past their period. `where` returns None when the table lacks the
-# columns the rule needs (a part of the privacy domain that is not built yet), which skips it.
-Where = Callable[[Table, datetime, Settings], ColumnElement[bool] | None]
+    name: str | None = None  # the data-map entry whose period or hold this is
 
 
 @dataclass(frozen=True)
 class Rule:
-    item: str | None  # the data-map entry (imagen/privacy/datamap.py) whose retention this rule applies
-    category: str
-    what: str
-    tables: tuple[str, ...]  # candidates, first present wins
-    setting: str | None  # Settings attribute holding the period in days
-    where: Where
-    # Extra blobs that go with the rows (children's files); every `*blob_key` column of the table is included.
-    child_blobs: Callable[[Session, list[str]], list[str]] | None = None
-    # Instead of deleting the rows, empty these columns (the rest of the row is a record that stays).
-    blank: tuple[str, ...] = ()
+    """A data-map entry's period or legal hold, as the retention run applies it."""
 
-    def days(self, settings: Settings) -> int | None:
-        return getattr(settings, self.setting) if self.setting else None
+    item: DataItem
+    kind: Literal["period", "hold"]
 
-    def cutoff(self, settings: Settings, now: datetime) -> datetime:
-        days = self.days(settings)
-        return now - timedelta(days=days) if days is not None else now
+    @property
+    def setting(self) -> str:
+        return self.item.period.setting if self.kind == "period" else self.item.hold.setting  # type: ignore[union-attr]
+
+    @property
+    def what(self) -> str:
+        if self.kind == "period":
+            return self.item.period.what  # type: ignore[union-attr]
+        return f"{self.item.description} kept as a legal hold, once the hold ends"
 
 
-def _col(table: Table, *names: str) -> ColumnElement | None:
-    for name in names:
-        if name in table.c:
-            return table.c[name]
-    return None
+def rules() -> list[Rule]:
+    """Every period and hold the data map declares, in its order (a parent's hold before its followers)."""
+    return [Rule(item, kind) for item in DATA_MAP if item.table
+            for kind in ("period", "hold") if getattr(item, kind) is not None]  # type: ignore[misc]
 
 
-def _older(*names: str) -> Where:
-    def where(table: Table, cutoff: datetime, _settings: Settings) -> ColumnElement[bool] | None:
-        col = _col(table, *names)
-        return None if col is None else and_(col.is_not(None), col < cutoff)
-    return where
+def _passed(table: Table, clocks: tuple[str, ...], cutoff: datetime) -> ColumnElement[bool]:
+    """The first set clock column is before `cutoff`; false (never NULL) when none is set."""
+    clock = table.c[clocks[0]] if len(clocks) == 1 else func.coalesce(*(table.c[c] for c in clocks))
+    return and_(clock.is_not(None), clock < cutoff)
 
 
-def _generation_blobs(session: Session, ids: list[str]) -> list[str]:
-    from imagen.generation.models import Output
-
-    return list(session.scalars(select(Output.blob_key).where(Output.generation_id.in_(ids))))
+def _part(table: Table, only: tuple[str, tuple[str, ...]] | None) -> list[ColumnElement[bool]]:
+    return [table.c[only[0]].in_(only[1])] if only else []
 
 
-def _failed_generations(table: Table, cutoff: datetime, _settings: Settings) -> ColumnElement[bool]:
-    return and_(table.c.status.in_(("failed", "canceled")), table.c.finished_at.is_not(None),
-                table.c.finished_at < cutoff)
+def period_ended(period: Period, table: Table, settings: Settings, now: datetime) -> ColumnElement[bool]:
+    """Rows of `table` past `period` (only the part it applies to)."""
+    cutoff = now - timedelta(days=getattr(settings, period.setting))
+    return and_(_passed(table, (period.clock,), cutoff), *_part(table, period.only))
 
 
-def _read_notifications(table: Table, cutoff: datetime, _settings: Settings) -> ColumnElement[bool]:
-    return and_(table.c.read_at.is_not(None), table.c.read_at < cutoff)
+def hold_ended(item: DataItem, table: Table, tables: Mapping[str, Table], settings: Settings,
+               now: datetime) -> ColumnElement[bool]:
+    """Rows of `table` whose legal hold (`item.hold`) has ended; never NULL, so it can be negated and selected.
 
-
-def _email_bodies(table: Table, cutoff: datetime, _settings: Settings) -> ColumnElement[bool] | None:
-    if "body" not in table.c:
-        return None
-    return and_(table.c.body.is_not(None), table.c.created_at < cutoff)
-
-
-def _erasure_holds(table: Table, cutoff: datetime, settings: Settings) -> ColumnElement[bool] | None:
-    """A hold that names its own end (`hold_until`) lasts until then; otherwise the period from completion.
-
-    Canceled erasure requests go after the same period; scheduled and running ones are never purged.
+    `tables` holds `table`'s parents (for a hold that follows another row): the declared metadata for a purge,
+    the reflected one for the residue scan.
     """
-    now = cutoff + timedelta(days=settings.retention_erasure_log_days)
-    until, done, canceled = (_col(table, n) for n in ("hold_until", "completed_at", "canceled_at"))
-    ends = []
-    if until is not None:
-        ends.append(and_(until.is_not(None), until < now))
-    if done is not None:
-        ends.append(and_(done.is_not(None), done < cutoff, *([until.is_(None)] if until is not None else [])))
-    if canceled is not None:
-        ends.append(and_(canceled.is_not(None), canceled < cutoff))
-    return or_(*ends) if ends else None
-
-
-def _case_hold_ended(rows: Table, cutoff: datetime, settings: Settings) -> ColumnElement[bool]:
-    """Rows of a safety case go when the case's hold ends (it may have been extended: `preserve`), or with it."""
-    now = cutoff + timedelta(days=settings.evidence_retention_days)
-    held = select(column("id")).select_from(table("safety_cases")).where(column("hold_until") >= now)
-    return rows.c.case_id.not_in(held)
-
-
-RULES: tuple[Rule, ...] = (
-    Rule("security_events", "security log", "sign-up, login, logout and failed-login events",
-         ("security_events",), "retention_security_log_days", _older("created_at")),
-    Rule("login_sessions", "login sessions", "login sessions expired longer than the period",
-         ("login_sessions",), "retention_expired_sessions_days", _older("expires_at")),
-    Rule("generations", "generations", "failed and canceled generations (prompt and parameters)",
-         ("generations",), "retention_failed_generations_days", _failed_generations, child_blobs=_generation_blobs),
-    Rule("notifications", "notifications", "in-app notices read longer ago than the period",
-         ("notifications",), "retention_read_notifications_days", _read_notifications),
-    Rule("outbound_emails", "emails", "bodies of outbound emails (the envelope stays as proof of notice)",
-         ("outbound_emails",), "retention_outbound_emails_days", _email_bodies, blank=("body",)),
-    Rule("exports", "exports", "export records expired longer ago than the period",
-         ("exports",), "retention_exports_days", _older("expires_at")),
-    Rule("privacy_requests", "privacy requests", "privacy requests closed longer ago than the period (legal hold)",
-         ("privacy_requests",), "retention_privacy_requests_days", _older("closed_at", "completed_at")),
-    Rule("erasure_requests", "erasure log", "erasure records kept as a legal hold, once the hold ends",
-         ("erasures", "erasure_log"), "retention_erasure_log_days", _erasure_holds),
-    # Safety cases end their hold at hold_until; evidence, audit and reports go with them, quarantine files too.
-    Rule("safety_cases", "safety cases", "cases and their preserved evidence (legal hold), once the hold ends",
-         ("safety_cases",), "evidence_retention_days",
-         lambda t, cutoff, s: t.c.hold_until < cutoff + timedelta(days=s.evidence_retention_days),
-         child_blobs=lambda session, ids: [k for k in session.scalars(
-             select(column("quarantine_blob_key")).select_from(table("safety_evidence"))
-             .where(column("case_id").in_(ids))) if k]),
-    Rule("safety_evidence", "safety cases", "preserved evidence (and its quarantined file) past its case's hold",
-         ("safety_evidence",), "evidence_retention_days", _case_hold_ended),
-    Rule("safety_case_actions", "safety cases", "the moderation audit trail past its case's hold",
-         ("safety_case_actions",), "evidence_retention_days", _case_hold_ended),
-    Rule("prompt_refusals", "refused prompts", "prompts the prompt rules refused",
-         ("prompt_refusals",), "prompt_refusals_retention_days", _older("created_at")),
-)
-
-
-def _datamap_tables() -> dict[str, str]:
-    """Data-map entry name -> its table, so a table renamed there is followed here."""
-    try:
-        from imagen.privacy.datamap import DATA_MAP
-    except ImportError:
-        return {}
-    return {item.name: item.table for item in DATA_MAP if item.table}
+    hold = item.hold
+    assert hold is not None
+    if hold.follows:
+        column = table.c[hold.follows]
+        parent = parent_table(table, hold.follows)
+        parent_item = next((i for i in DATA_MAP if parent is not None and i.table == parent.name and i.hold), None)
+        if parent is None or parent_item is None:
+            return false()
+        parent = tables.get(parent.name, parent)
+        key = next(iter(parent.primary_key.columns))
+        kept = select(key).where(key == column, ~hold_ended(parent_item, parent, tables, settings, now))
+        return or_(column.is_(None), ~exists(kept))
+    cutoff = now - timedelta(days=getattr(settings, hold.setting))
+    passed = _passed(table, hold.clocks, cutoff)
+    if hold.until is None:
+        return passed
+    until = table.c[hold.until]
+    return or_(and_(until.is_not(None), until < now), and_(until.is_(None), passed))
 
 
 def _tables() -> dict[str, Table]:
     from imagen.kit.models import Base  # every domain's tables, including ones added after this module
 
     return dict(Base.metadata.tables)
+
+
+def _blob_columns(table: Table, tables: Mapping[str, Table]) -> list[tuple[Table, list, object]]:
+    """Where the files of `table`'s rows are: its own `*blob_key` columns, and those of tables whose rows
+    cascade with it. Returns (table, blob columns, the column to match the rows' ids against)."""
+    pk = next(iter(table.primary_key.columns))
+    found = []
+    own = [c for c in table.c if c.name.endswith("blob_key")]
+    if own:
+        found.append((table, own, pk))
+    for child in tables.values():
+        for fk in child.foreign_keys:
+            if fk.column.table is table and (fk.ondelete or "").upper() == "CASCADE":
+                cols = [c for c in child.c if c.name.endswith("blob_key")]
+                if cols:
+                    found.append((child, cols, fk.parent))
+    return found
 
 
 def _chunks(items: list[str], size: int = CHUNK) -> Iterator[list[str]]:
@@ -198,48 +161,46 @@ class RetentionService:
 
     def _apply(self, session: Session, *, settings: Settings, blobs: BlobStore | None, now: datetime,
                dry_run: bool) -> list[Purge]:
-        tables, mapped = _tables(), _datamap_tables()
-        purges = [self._rule(session, rule, tables, mapped, settings, blobs, now, dry_run)
-                  for rule in RULES]
+        tables = _tables()
+        purges = [self._rule(session, rule, tables, settings, blobs, now, dry_run) for rule in rules()]
         purges.append(self._expired_export_files(session, blobs, now, dry_run))
         if blobs is not None:
             purges.append(self._orphaned_inputs(session, settings, blobs, now, dry_run))
         return purges
 
-    def _rule(self, session: Session, rule: Rule, tables: dict[str, Table], mapped: dict[str, str],
-              settings: Settings, blobs: BlobStore | None, now: datetime, dry_run: bool) -> Purge:
-        days = rule.days(settings)
-        info = dict(category=rule.category, what=rule.what,
-                    setting=f"IMAGEN_{rule.setting.upper()}" if rule.setting else None,
-                    period=f"{days} days" if days is not None else None)
-        names = (mapped[rule.item], *rule.tables) if rule.item in mapped else rule.tables
-        table = next((tables[name] for name in names if name in tables), None)
+    def _rule(self, session: Session, rule: Rule, tables: dict[str, Table], settings: Settings,
+              blobs: BlobStore | None, now: datetime, dry_run: bool) -> Purge:
+        item, days = rule.item, getattr(settings, rule.setting)
+        info = dict(category=item.category, what=rule.what, name=item.name,
+                    setting=f"IMAGEN_{rule.setting.upper()}", period=f"{days} days")
+        table = tables.get(item.table or "")
         if table is None:
-            return Purge(**info, count=0, skipped=f"no {rule.tables[0]} table")
-        cutoff = rule.cutoff(settings, now)
-        condition = rule.where(table, cutoff, settings)
+            return Purge(**info, count=0, skipped=f"no {item.table} table")
         pk = list(table.primary_key.columns)
-        if condition is None or len(pk) != 1:
-            return Purge(**info, count=0, cutoff=cutoff, skipped=f"{table.name} has no column to date it by")
-        ids = list(session.scalars(select(pk[0]).where(condition)))
-        blob_cols = [c for c in table.c if c.name.endswith("blob_key")]
+        if len(pk) != 1:
+            return Purge(**info, count=0, skipped=f"{table.name} has no single-column primary key")
+        if rule.kind == "period":
+            assert item.period is not None
+            condition, blank = period_ended(item.period, table, settings, now), item.period.blank
+        else:
+            condition, blank = hold_ended(item, table, tables, settings, now), ()
+        ids = list(session.scalars(select(pk[0]).where(condition, *_part(table, item.only))))
         keys: list[str] = []
+        files = [] if blank else _blob_columns(table, tables)
         for chunk in _chunks(ids):
-            if blob_cols:
-                for row in session.execute(select(*blob_cols).where(pk[0].in_(chunk))):
+            for source, columns, match in files:
+                for row in session.execute(select(*columns).select_from(source).where(match.in_(chunk))):
                     keys += [k for k in row if k]
-            if rule.child_blobs is not None:
-                keys += rule.child_blobs(session, chunk)
             if dry_run:
                 continue
-            if rule.blank:
-                session.execute(update(table).where(pk[0].in_(chunk)).values({c: None for c in rule.blank}))
+            if blank:
+                session.execute(update(table).where(pk[0].in_(chunk)).values({c: None for c in blank}))
             else:
                 session.execute(delete(table).where(pk[0].in_(chunk)))
         if not dry_run and blobs is not None:
             for key in keys:
                 run_after_commit(session, blobs.delete, key)
-        return Purge(**info, count=len(ids), cutoff=cutoff, blobs=len(keys))
+        return Purge(**info, count=len(ids), cutoff=now - timedelta(days=days), blobs=len(keys))
 
     def _expired_export_files(self, session: Session, blobs: BlobStore | None, now: datetime,
                               dry_run: bool) -> Purge:

@@ -7,6 +7,7 @@ from typing import Any
 from imagen.kit.config import Settings
 from imagen.kit.db import utcnow
 from imagen.privacy.datamap import DATA_MAP, DataItem
+from imagen.privacy.records.holdings import SETTING_NAME
 
 # Provider ids as the data map uses them -> how the policy's §4.1 table names them. The provider registry
 # (which of them this installation has configured) belongs to the policy page; this record lists recipients.
@@ -34,6 +35,7 @@ SECURITY_MEASURES = [
 def _retention(item: DataItem, settings: Settings) -> dict[str, Any]:
     out: dict[str, Any] = {"period": item.retention}
     keys = [k for k in (item.retention_setting, item.hold.setting if item.hold else None) if k]
+    keys += [k for k in SETTING_NAME.findall(item.retention) if hasattr(settings, k)]  # e.g. the export link
     out["configured"] = {f"IMAGEN_{k.upper()}": getattr(settings, k, None) for k in dict.fromkeys(keys)}
     return out
 

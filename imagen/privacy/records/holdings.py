@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 from imagen.kit.config import Settings
 
 OWN_SERVER = "this IMAGEN server"
-SETTING_NAME = re.compile(r"\b((?:retention|export)_[a-z_]+_(?:days|hours))\b")
+SETTING_NAME = re.compile(r"\b([a-z][a-z_]*_(?:days|hours))\b")  # checked against Settings where used
 
 # (table, column holding the user id, optional (column, values) restricting the rows)
 Source = tuple[str, str, tuple[str, tuple[str, ...]] | None]
@@ -32,7 +32,7 @@ class Holding:
     collected: bool = True
 
 
-def _period(text: str, settings: Settings) -> str:
+def period_text(text: str, settings: Settings) -> str:
     """Setting names in the data map's retention text become the configured periods."""
     def value(match: re.Match[str]) -> str:
         name = match.group(1)
@@ -70,7 +70,7 @@ def holdings(settings: Settings) -> list[Holding]:
         result.append(Holding(
             category=category, description="; ".join(dict.fromkeys(e.description for e in entries)),
             sources=sources, where=_where(providers, settings),
-            retention="; ".join(dict.fromkeys(_period(e.retention, settings) for e in entries)),
+            retention="; ".join(dict.fromkeys(period_text(e.retention, settings) for e in entries)),
             collected=any(e.collected for e in entries)))
     return result
 
