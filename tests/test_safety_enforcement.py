@@ -306,7 +306,7 @@ def test_scheduled_pass_retries_an_automatic_report_that_failed(app, client, set
             ctx = background.context_for(s)
         assert background.tick(ctx)["ncmec_reports"] == 0  # failed just now: not yet due again
         with app.state.db.transaction() as s:
-            s.get(SafetyCase, case.id).updated_at -= timedelta(hours=2)
+            s.get(SafetyCase, case.id).ncmec_retry_at -= timedelta(hours=2)  # the back-off is over
         assert background.tick(ctx)["ncmec_reports"] == 1
         assert background.tick(ctx)["ncmec_reports"] == 0  # reported once
         [case] = cases(app)

@@ -264,7 +264,7 @@ def test_case_shows_evidence_and_audit_log_but_never_an_image(app, settings, mod
     assert "never displayed" in tree.find(id="no-images").text
 
     buttons = {b.attrs["data-action"]: b for b in tree.find_all("button", class_="case-action")}
-    assert set(buttons) == {"dismiss", "remove", "suspend", "restore", "report", "preserve"}
+    assert set(buttons) == {"dismiss", "remove", "suspend", "restore", "report", "preserve", "escalate"}
     assert {a for a, b in buttons.items() if b.attrs.get("data-confirm") == "true"} == {"remove", "report"}
     assert tree.find("textarea", id="action-note").attrs["name"] == "note"
     # CSP: scripts only from files, no inline handlers or styles.

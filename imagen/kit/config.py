@@ -133,7 +133,8 @@ class Settings(BaseSettings):
     ncmec_reporter_last_name: str = ""
     ncmec_reporter_email: str | None = None  # defaults to contact_email
     ncmec_reporter_phone: str = ""
-    ncmec_terms_of_service_url: str = ""
+    ncmec_terms_of_service_url: str = ""  # sent as reporter/legalURL
+    ncmec_company_template: str = Field(default="", description="standing text in every report (companyTemplate)")
 
     # Safety: prompts and NSFW (imagen/safety/prompt_rules.py, nsfw.py)
     prompt_rules_file: Path | None = Field(default=None, description="operator prompt rules (JSON), added to built-ins")

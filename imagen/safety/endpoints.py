@@ -28,7 +28,10 @@ class CaseOut(BaseModel):
     updated_at: datetime
     hold_until: datetime
     ncmec_report_id: str | None
-    ncmec_error: str | None
+    ncmec_error: str | None  # report_failed: why (retried at ncmec_retry_at); report_refused: what to fix
+    ncmec_retry_at: datetime | None
+    ncmec_escalation: str | None
+    ncmec_attempts: list[dict[str, Any]] | None  # every attempt: report id, state, code, error
 
 
 class EvidenceOut(BaseModel):
@@ -66,7 +69,7 @@ class CaseDetail(CaseOut):
 
 
 class ActionIn(BaseModel):
-    action: Literal["dismiss", "remove", "suspend", "restore", "report", "preserve"]
+    action: Literal["dismiss", "remove", "suspend", "restore", "report", "preserve", "escalate"]
     note: str = Field(default="", max_length=2000)
     # preserve: keep the case and its evidence at least this many days from now (e.g. a law-enforcement request
     # to preserve, 18 U.S.C. §2703(f): 90 days, renewable); the hold never shortens.
@@ -112,7 +115,7 @@ def get_case(case_id: str, _moderator: ModeratorUser, session: SessionDep) -> Ca
 def act_on_case(case_id: str, body: ActionIn, moderator: ModeratorUser, session: SessionDep,
                 settings: SettingsDep, request: Request) -> CaseDetail:
     """dismiss, remove (reported content: quarantined and deleted), suspend, restore, report (to NCMEC),
-    preserve (extend the hold by `days`)."""
+    preserve (extend the hold by `days`), escalate (the NCMEC report asks for high priority; `note`: why)."""
     case = case_service.act(session, case_id=case_id, actor=moderator, action=body.action, note=body.note,
                             days=body.days,
                             settings=settings, quarantine=request.app.state.safety.quarantine,

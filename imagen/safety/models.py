@@ -15,8 +15,12 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 from imagen.kit.db import Base, CreatedMixin, IdMixin, UTCDateTime, utcnow
 
 CASE_KINDS = ("hash_match", "user_report", "prompt_flag", "nsfw")
-CASE_STATUSES = ("open", "dismissed", "removed", "suspended", "restored", "reported", "report_failed")
-CASE_ACTIONS = ("dismiss", "remove", "suspend", "restore", "report", "preserve")
+# report_failed: NCMEC could not be reached or answered an error; tried again later (automatic mode, backing off).
+# report_refused: the package itself was refused (by the schema check or NCMEC: 4100/4110/4200); a moderator fixes
+# what `ncmec_error` names and reports again. Nothing retries it on its own.
+CASE_STATUSES = ("open", "dismissed", "removed", "suspended", "restored", "reported", "report_failed",
+                 "report_refused")
+CASE_ACTIONS = ("dismiss", "remove", "suspend", "restore", "report", "preserve", "escalate")
 
 
 class SafetyCase(IdMixin, CreatedMixin, Base):
@@ -34,6 +38,12 @@ class SafetyCase(IdMixin, CreatedMixin, Base):
     ncmec_report_id: Mapped[str | None] = mapped_column(String(64))
     ncmec_error: Mapped[str | None] = mapped_column(String(1000))
     reported_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # Every submission attempt, oldest first: {"at", "by", "report_id", "state", "code", "error"}; "state" is
+    # finished, retracted, open (a retract failed), finish_unconfirmed (the /finish answer was lost), not_sent,
+    # gone (NCMEC dropped it). A later attempt settles an earlier open or unconfirmed one first (never two reports).
+    ncmec_attempts: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON)
+    ncmec_retry_at: Mapped[datetime | None] = mapped_column(UTCDateTime())  # the scheduled pass's next try
+    ncmec_escalation: Mapped[str | None] = mapped_column(String(3000))  # escalateToHighPriority: the reason
 
     evidence: Mapped[list[Evidence]] = relationship(
         back_populates="case", cascade="all, delete-orphan", passive_deletes=True, order_by="Evidence.created_at")
@@ -52,7 +62,10 @@ class Evidence(IdMixin, CreatedMixin, Base):
     user_id: Mapped[str | None] = mapped_column(String(32), index=True)
     user_email: Mapped[str | None] = mapped_column(String(320))
     ip_address: Mapped[str | None] = mapped_column(String(64))
-    event_time: Mapped[datetime | None] = mapped_column(UTCDateTime())  # of the upload or generation
+    # What ip_address/event_time record: "Upload" (the upload's own request), "Login" or "Registration" (the
+    # session a generation was submitted from); None on evidence recorded before this was kept.
+    ip_event: Mapped[str | None] = mapped_column(String(16))
+    event_time: Mapped[datetime | None] = mapped_column(UTCDateTime())  # of the upload, or of that login
     filename: Mapped[str | None] = mapped_column(String(300))
     content_type: Mapped[str | None] = mapped_column(String(100))
     size_bytes: Mapped[int | None] = mapped_column(Integer)

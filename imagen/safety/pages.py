@@ -29,7 +29,8 @@ MODERATOR_ROLES = ("moderator", "admin")
 # (action, button label, confirm first): "report" sends evidence to NCMEC and "remove" deletes outputs.
 CASE_BUTTONS = (("dismiss", "Dismiss", False), ("remove", "Remove content", True),
                 ("suspend", "Suspend account", False), ("restore", "Restore account", False),
-                ("report", "Report to NCMEC", True), ("preserve", "Extend hold", False))
+                ("escalate", "Escalate (note: the immediate risk)", False), ("report", "Report to NCMEC", True),
+                ("preserve", "Extend hold", False))
 
 
 def _refusal(principal: Principal | None, roles: tuple[str, ...]) -> Response | None:

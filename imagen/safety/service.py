@@ -7,7 +7,6 @@ back (`checks.py`), a match on a generated output in the worker's own transactio
 from __future__ import annotations
 
 import hashlib
-import ipaddress
 import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -19,7 +18,7 @@ from sqlalchemy.orm import Session
 from imagen.accounts.models import SecurityEvent, User
 from imagen.kit.config import Settings
 from imagen.kit.db import new_id, run_after_commit, run_after_rollback, utcnow
-from imagen.kit.errors import BadRequest, Conflict, NotFound, field_error
+from imagen.kit.errors import Conflict, NotFound, field_error
 from imagen.safety.models import (
     CASE_ACTIONS,
     CaseAction,
@@ -29,6 +28,13 @@ from imagen.safety.models import (
     UserReport,
 )
 from imagen.safety.quarantine import Quarantine
+from imagen.safety.reporting import (  # noqa: F401 - the report action and its automatic mode live there
+    build_report,
+    report_case_automatically,
+    reports_without_confirmation,
+    retry_automatic_reports,
+    submit_case_report,
+)
 
 log = logging.getLogger(__name__)
 
@@ -41,22 +47,28 @@ class AccountFacts:
     email: str | None
     ip_address: str | None
     event_time: datetime | None
+    ip_event: str | None = None  # what the IP and time record (CyberTipline eventName): Upload, Login, Registration
+
+
+SESSION_EVENTS = {"login": "Login", "signup": "Registration"}  # security events that start a session from an IP
 
 
 def account_facts(session: Session, user_id: str, *, ip_address: str | None = None,
                   before: datetime | None = None) -> AccountFacts:
     """The account's email and an IP with its time: the request's (an upload), else the latest security event's
-    with an address (a login), up to `before` (a generation: the login its submit came from)."""
+    with an address that started a session (a login or sign-up), up to `before` (a generation: the login its
+    submit came from)."""
     user = session.get(User, user_id)
     now = utcnow()
     if ip_address:
-        return AccountFacts(user_id, user.email if user else None, ip_address, now)
-    query = select(SecurityEvent).where(SecurityEvent.user_id == user_id, SecurityEvent.ip_address.is_not(None))
+        return AccountFacts(user_id, user.email if user else None, ip_address, now, "Upload")
+    query = select(SecurityEvent).where(SecurityEvent.user_id == user_id, SecurityEvent.ip_address.is_not(None),
+                                        SecurityEvent.kind.in_(SESSION_EVENTS))
     if before is not None:
         query = query.where(SecurityEvent.created_at <= before)
     event = session.scalars(query.order_by(SecurityEvent.created_at.desc()).limit(1)).first()
     return AccountFacts(user_id, user.email if user else None, event.ip_address if event else None,
-                        event.created_at if event else now)
+                        event.created_at if event else now, SESSION_EVENTS[event.kind] if event else None)
 
 
 class CaseService:
@@ -87,7 +99,8 @@ class CaseService:
                 quarantine_blob_key = quarantine.put(evidence_id, data)
                 run_after_rollback(session, quarantine.delete, quarantine_blob_key)
         evidence = Evidence(id=evidence_id, case_id=case.id, source=source, user_id=facts.user_id,
-                            user_email=facts.email, ip_address=facts.ip_address, event_time=facts.event_time,
+                            user_email=facts.email, ip_address=facts.ip_address, ip_event=facts.ip_event,
+                            event_time=facts.event_time,
                             quarantine_blob_key=quarantine_blob_key, **fields)
         case.evidence.append(evidence)
         return evidence
@@ -225,6 +238,8 @@ class CaseService:
             case.status = "restored"
         elif action == "report":
             result = self._report(session, case, actor, settings, quarantine)
+        elif action == "escalate":
+            result = self._escalate(case, note)
         elif action == "preserve":
             if not days:
                 raise field_error("days", "preserve needs the number of days to keep the case and its evidence")
@@ -265,49 +280,23 @@ class CaseService:
 
     def _report(self, session: Session, case: SafetyCase, actor: User | None, settings: Settings,
                 quarantine: Quarantine) -> str:
-        from imagen.safety.ncmec_client import CyberTiplineClient
+        return submit_case_report(session, case, actor, settings, quarantine)
 
-        if case.ncmec_report_id and case.status == "reported":
-            raise Conflict(f"Already reported to NCMEC (report {case.ncmec_report_id})")
-        try:
-            report = self.build_report(case, settings, quarantine)
-            with CyberTiplineClient.from_settings(settings) as client:
-                # The moderator's action is the confirmation IMAGEN_NCMEC_REQUIRE_CONFIRMATION asks for.
-                result = client.submit_report(report, confirmed_by=actor.email if actor else None)
-        except BadRequest:
-            raise
-        except Exception as exc:  # credentials missing, invalid package, NCMEC refused: kept on the case
-            case.status, case.ncmec_error = "report_failed", f"{type(exc).__name__}: {exc}"[:1000]
-            log.warning("NCMEC report for case %s failed: %s", case.id, case.ncmec_error)
-            return case.ncmec_error
-        case.status, case.ncmec_report_id, case.ncmec_error = "reported", result.report_id, None
-        case.reported_at = utcnow()
-        return f"NCMEC report {result.report_id} ({len(result.file_ids)} files)"
+    def build_report(self, case: SafetyCase, settings: Settings, quarantine: Quarantine,
+                     session: Session | None = None) -> Any:
+        """The CyberTipline package for a case (`reporting.build_report`; without a session, a generated image's
+        time is when its evidence was recorded)."""
+        return build_report(session, case, settings, quarantine)
 
-    def build_report(self, case: SafetyCase, settings: Settings, quarantine: Quarantine):
-        from imagen.safety.ncmec import IpEvent, ReportedPerson, ReportFile, ReportInput, reporter_from_settings
-
-        files, events = [], []
-        for i, ev in enumerate(e for e in case.evidence if e.quarantine_blob_key):
-            generated = ev.source == "output"
-            ip_event = None
-            if ev.ip_address and _is_ip(ev.ip_address) and ev.event_time:
-                ip_event = IpEvent(ev.ip_address, "Upload" if not generated else "Other", ev.event_time)
-                events.append(ip_event)
-            hashes = {k: v for k, v in (("SHA256", ev.sha256), ("MD5", ev.md5), ("PDQ", ev.pdq)) if v}
-            files.append(ReportFile(
-                filename=f"evidence-{i + 1}.{'png' if (ev.content_type or '').startswith('image') else 'bin'}",
-                content=quarantine.get(ev.quarantine_blob_key), original_filename=None if generated else ev.filename,
-                viewed_by_esp=False, generative_ai=generated, prompt=ev.prompt if generated else None,
-                negative_prompt=ev.negative_prompt if generated else None,
-                location_of_file="generated output" if generated else "upload",
-                uploaded_at=ev.event_time, upload_ip=ip_event, original_hashes=hashes))
-        if not files:
-            raise BadRequest("This case holds no preserved file to report")
-        person = ReportedPerson(esp_identifier=case.user_id or "unknown", email=case.user_email, ip_events=events)
-        return ReportInput(incident_time=case.created_at, summary=case.summary,
-                           reporter=reporter_from_settings(settings), reported_person=person, files=files,
-                           additional_info=f"IMAGEN case {case.id}, kind {case.kind}")
+    def _escalate(self, case: SafetyCase, note: str) -> str:
+        """Ask NCMEC for high priority (`escalateToHighPriority`: an immediate risk to a child), with the reason."""
+        if case.ncmec_report_id:
+            raise Conflict(f"Already reported to NCMEC (report {case.ncmec_report_id}); call the CyberTipline to "
+                           "escalate it")
+        if not note.strip():
+            raise field_error("note", "escalate needs the reason: what puts a child at immediate risk")
+        case.ncmec_escalation = note.strip()[:3000]
+        return "the NCMEC report will ask for high priority"
 
     def set_role(self, session: Session, *, user_id: str, role: str) -> User:
         if role not in ROLES:
@@ -320,59 +309,6 @@ class CaseService:
             raise Conflict("This is the only admin account; make another account admin first")
         user.role = role
         return user
-
-
-def reports_without_confirmation(settings: Settings) -> bool:
-    """The operator turned the moderator's confirmation off and gave NCMEC credentials."""
-    return (not settings.ncmec_require_confirmation) and bool(settings.ncmec_username and settings.ncmec_password)
-
-
-def report_case_automatically(db: Any, quarantine: Quarantine, settings: Settings, case_id: str) -> str | None:
-    """Background, after the case's commit; safe to run twice (a reported case is left alone)."""
-    with db.transaction() as session:
-        case = session.get(SafetyCase, case_id, with_for_update=True)
-        if case is None or case.ncmec_report_id:
-            return None
-        case_service.act(session, case_id=case_id, actor=None, action="report", settings=settings,
-                         quarantine=quarantine, blobs=None,
-                         note="automatic: IMAGEN_NCMEC_REQUIRE_CONFIRMATION is off")
-        return case.ncmec_report_id
-
-
-AUTO_REPORT_RETRY = timedelta(hours=1)  # a failed automatic report is tried again after this
-AUTO_REPORT_GRACE = timedelta(minutes=10)  # an open case younger than this is still in the after-commit pool
-
-
-def retry_automatic_reports(db: Any, quarantine: Quarantine, settings: Settings) -> list[str]:
-    """The scheduled pass (privacy/background.py `tick`): hash-match cases that the after-commit job never got to
-    (a restart) or that NCMEC refused an hour ago or more. Returns the report ids obtained."""
-    if not reports_without_confirmation(settings):
-        return []
-    now = utcnow()
-    with db.transaction() as session:
-        due = list(session.scalars(select(SafetyCase.id).where(
-            SafetyCase.kind == "hash_match", SafetyCase.ncmec_report_id.is_(None),
-            ((SafetyCase.status == "open") & (SafetyCase.created_at < now - AUTO_REPORT_GRACE))
-            | ((SafetyCase.status == "report_failed") & (SafetyCase.updated_at < now - AUTO_REPORT_RETRY)))
-            .order_by(SafetyCase.created_at).limit(100)))
-    reported = []
-    for case_id in due:
-        try:
-            report_id = report_case_automatically(db, quarantine, settings, case_id)
-        except Exception:  # one case's trouble must not stop the others; it stays due
-            log.exception("automatic NCMEC report for case %s failed", case_id)
-            continue
-        if report_id:
-            reported.append(report_id)
-    return reported
-
-
-def _is_ip(value: str) -> bool:
-    try:
-        ipaddress.ip_address(value)
-    except ValueError:
-        return False
-    return True
 
 
 case_service = CaseService()
