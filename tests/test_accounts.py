@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import hashlib
 from datetime import date
 
 import pytest
-from sqlalchemy import func, select
+from argon2 import PasswordHasher
+from fastapi.testclient import TestClient
+from sqlalchemy import func, select, update
 
-from imagen.accounts.models import ApiKey, SecurityEvent, User
+from imagen.accounts.models import ApiKey, LoginSession, SecurityEvent, User
 from imagen.consent.models import ConsentRecord
+from imagen.kit.db import utcnow
 from tests.conftest import PASSWORD, POLICY_VERSION, signup, signup_payload
 
 
@@ -174,3 +178,75 @@ def test_api_keys_of_another_user_answer_404(user_client, new_client):
     signup(other, "bob@example.com")
     assert other.delete(f"/api/v1/api-keys/{key_id}").status_code == 404
     assert len(user_client.get("/api/v1/api-keys").json()) == 1
+
+
+# ---- what is stored for sessions, passwords and logins (policy §9, §1.2); suspension stops API keys ----
+
+def test_session_tokens_are_stored_only_as_hashes(client, new_client, app):
+    signup(client)
+    other = new_client()
+    assert other.post("/api/v1/auth/login", json={"email": "ada@example.com", "password": PASSWORD}).status_code == 200
+    tokens = {c.cookies.get("imagen_session") for c in (client, other)}
+    assert len(tokens) == 2 and all(t and len(t) >= 32 for t in tokens)
+    with app.state.db.transaction() as s:
+        rows = s.scalars(select(LoginSession)).all()
+        stored = [str(getattr(row, column.key)) for row in rows for column in LoginSession.__table__.columns]
+    assert len(rows) == 2
+    for token in tokens:
+        # Neither the token nor a large piece of it is in any column of any session row.
+        assert not any(token in value or token[:16] in value for value in stored), "session token stored in clear"
+    assert {row.token_hash for row in rows} == {hashlib.sha256(t.encode()).hexdigest() for t in tokens}
+
+
+def test_passwords_are_salted_argon2id_hashes(client, new_client, app):
+    signup(client, "ada@example.com")
+    signup(new_client(), "bob@example.com")  # the same password
+    with app.state.db.transaction() as s:
+        hashes = dict(s.execute(select(User.email, User.password_hash)).all())
+    ada, bob = hashes["ada@example.com"], hashes["bob@example.com"]
+    assert ada.startswith("$argon2id$") and bob.startswith("$argon2id$")
+    assert ada != bob  # a salt per password: equal passwords don't give equal hashes
+    assert PASSWORD not in ada and hashlib.sha256(PASSWORD.encode()).hexdigest() not in (ada, bob)
+    assert PasswordHasher().verify(ada, PASSWORD) and PasswordHasher().verify(bob, PASSWORD)
+    login = new_client().post("/api/v1/auth/login", json={"email": "bob@example.com", "password": PASSWORD})
+    assert login.status_code == 200
+    wrong = new_client().post("/api/v1/auth/login", json={"email": "bob@example.com", "password": PASSWORD + "x"})
+    assert wrong.status_code == 401
+
+
+def test_login_and_logout_record_ip_and_user_agent(client, app):
+    signup(client)
+    browser = TestClient(app, base_url="https://testserver", client=("203.0.113.9", 50123),
+                         headers={"User-Agent": "Firefox/140 (test)"})
+    login = browser.post("/api/v1/auth/login", json={"email": "ada@example.com", "password": PASSWORD})
+    assert login.status_code == 200
+    browser.headers["X-CSRF-Token"] = login.json()["csrf_token"]
+    assert browser.post("/api/v1/auth/logout").status_code == 204
+    with app.state.db.transaction() as s:
+        query = select(SecurityEvent).where(SecurityEvent.kind.in_(("login", "logout")))
+        events = {e.kind: e for e in s.scalars(query)}
+        assert set(events) == {"login", "logout"}
+        for kind, event in events.items():
+            assert (event.ip_address, event.user_agent) == ("203.0.113.9", "Firefox/140 (test)"), kind
+            assert event.user_id is not None and event.created_at is not None
+
+
+def test_api_keys_stop_working_while_the_account_is_suspended(user_client, new_client, app):
+    key = user_client.post("/api/v1/api-keys", json={"name": "script"}).json()["key"]
+    bearer = new_client()
+    bearer.headers["Authorization"] = f"Bearer {key}"
+    assert bearer.get("/api/v1/me").status_code == 200
+
+    def suspend(at) -> None:
+        with app.state.db.transaction() as s:
+            s.execute(update(User).where(User.email == "ada@example.com").values(suspended_at=at))
+
+    suspend(utcnow())
+    assert bearer.get("/api/v1/me").status_code in (401, 403)
+    assert bearer.get("/api/v1/generations").status_code in (401, 403)
+    assert bearer.post("/api/v1/api-keys", json={"name": "another"}).status_code in (401, 403)
+    assert user_client.get("/api/v1/me").status_code in (401, 403)  # the browser session too
+    with app.state.db.transaction() as s:
+        assert s.scalar(select(func.count()).select_from(ApiKey)) == 1  # nothing was created
+    suspend(None)  # restored: the same key works again, so it was the suspension that stopped it
+    assert bearer.get("/api/v1/me").json()["email"] == "ada@example.com"

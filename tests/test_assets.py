@@ -19,7 +19,7 @@ import pytest
 import torch
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
-from PIL import Image
+from PIL import Image, ImageCms
 from sqlalchemy import func, select, update
 from typer.testing import CliRunner
 
@@ -177,6 +177,28 @@ def test_reference_image_is_reencoded_without_metadata(user_client, app, setting
     assert set(png_chunks(png.content)) == {b"IHDR", b"IDAT", b"IEND"}  # no tEXt/iTXt/zTXt/eXIf/iCCP
     assert b"Canon" not in png.content and b"private note" not in png.content
     assert upload(user_client, "reference_image", "again.jpg", raw).json()["id"] == body["id"]
+
+
+def image_with_icc(fmt: str) -> tuple[bytes, bytes]:
+    """(image bytes, its embedded ICC profile): a real profile, as cameras and editors embed them."""
+    icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    out = io.BytesIO()
+    Image.new("RGB", (32, 20), (30, 160, 90)).save(out, fmt, icc_profile=icc)
+    return out.getvalue(), icc
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG"])
+def test_icc_profile_of_an_upload_is_not_kept_in_the_stored_reference_image(user_client, app, fmt):
+    raw, icc = image_with_icc(fmt)
+    assert Image.open(io.BytesIO(raw)).info.get("icc_profile") == icc  # the upload really carries it
+    r = upload(user_client, "reference_image", f"profiled.{fmt.lower()}", raw)
+    assert r.status_code == 201, r.text
+    with app.state.db.transaction() as s:
+        blob_key = s.get(Asset, r.json()["id"]).blob_key
+    for blob in (app.state.blobs.get(blob_key), user_client.get(f"/api/v1/assets/{r.json()['id']}/content").content):
+        assert Image.open(io.BytesIO(blob)).info.get("icc_profile") is None
+        assert b"iCCP" not in png_chunks(blob) and b"iCCP" not in blob
+        assert icc[:128] not in blob and icc[-128:] not in blob  # the profile's header and tags, in no chunk
 
 
 # ---------------------------------------------------------------------------------------------------------------
