@@ -240,6 +240,13 @@ def test_a_bank_imported_by_the_cli_while_the_app_runs_is_picked_up(client, app,
 # --- the CLI (SQLite from the environment) ---
 
 
+def bank_rows(output: str) -> dict[str, list[str]]:
+    """`imagen safety banks` as {name: [type, enabled, hashes, source, updated]} (the table's body rows)."""
+    rows = [[cell.strip() for cell in line.strip("│").split("│")] for line in output.splitlines()
+            if line.startswith("│")]
+    return {row[0]: row[1:] for row in rows}
+
+
 def test_cli_import_list_enable_disable(cli_env):
     from imagen.cli import app as cli
 
@@ -259,14 +266,19 @@ def test_cli_import_list_enable_disable(cli_env):
     assert wrong.exit_code == 1 and "holds md5 hashes" in wrong.output
     all_bad = cli_env / "bad.txt"
     all_bad.write_text("nope\n")
-    assert runner.invoke(cli, ["safety", "import-bank", "x", str(all_bad), "--type", "pdq"], env=env).exit_code == 1
+    refused = runner.invoke(cli, ["safety", "import-bank", "x", str(all_bad), "--type", "pdq"], env=env)
+    assert refused.exit_code == 1 and "line 1: not a pdq hash" in refused.output
+    assert "0 added, 0 already there, 1 bad lines" in refused.output
 
-    assert runner.invoke(cli, ["safety", "disable", "ncmec"], env=env).exit_code == 0
+    disabled = runner.invoke(cli, ["safety", "disable", "ncmec"], env=env)
+    assert disabled.exit_code == 0 and disabled.output.strip() == "ncmec: disabled."
     listing = runner.invoke(cli, ["safety", "banks"], env=env)
-    assert listing.exit_code == 0 and "ncmec" in listing.output and "NCMEC" in listing.output
-    assert " no " in listing.output
-    assert runner.invoke(cli, ["safety", "enable", "ncmec"], env=env).exit_code == 0
-    assert " yes " in runner.invoke(cli, ["safety", "banks"], env=env).output
+    assert listing.exit_code == 0
+    rows = bank_rows(listing.output)
+    assert rows["ncmec"][:4] == ["md5", "no", "3", "NCMEC"] and rows["x"][:4] == ["pdq", "yes", "0", ""]
+    enabled = runner.invoke(cli, ["safety", "enable", "ncmec"], env=env)
+    assert enabled.exit_code == 0 and enabled.output.strip() == "ncmec: enabled."
+    assert bank_rows(runner.invoke(cli, ["safety", "banks"], env=env).output)["ncmec"][:3] == ["md5", "yes", "3"]
     missing = runner.invoke(cli, ["safety", "enable", "nope"], env=env)
     assert missing.exit_code == 1 and "No hash bank named 'nope'" in missing.output
 

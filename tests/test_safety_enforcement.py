@@ -218,7 +218,11 @@ def test_with_confirmation_on_nothing_is_sent_until_a_moderator_reports(app, cli
         import_bank(app, "bank", "pdq", [pdq_hex(photo())[0]])
         signup(client, "eve@example.com")
         assert upload_image(client, encode(photo())).status_code == 422
-        time.sleep(0.5)  # give a (wrongly) queued background report the chance to run
+        # Synchronous, no fixed wait: drain the background pool, so a (wrongly) queued report has run by now.
+        from imagen.privacy import background
+
+        with app.state.db.transaction() as s:
+            background.context_for(s).pool.shutdown(wait=True)
         [case] = cases(app)
         assert case.status == "open" and fake.operations().count("submit") == 0
     finally:
@@ -227,19 +231,21 @@ def test_with_confirmation_on_nothing_is_sent_until_a_moderator_reports(app, cli
 
 def test_models_add_checks_the_sha256_banks(cli_env: Path):
     runner = CliRunner()
-    assert runner.invoke(cli, ["admin", "create-user", "root@example.com", "--admin",
-                               "--password", "Sturdy-passphrase-42"]).exit_code == 0
+    created = runner.invoke(cli, ["admin", "create-user", "root@example.com", "--admin",
+                                  "--password", "Sturdy-passphrase-42"])
+    assert created.exit_code == 0 and "Created admin root@example.com" in created.output, created.output
     lora = synthetic.build_tiny_lora("sd15", cli_env / "style.safetensors", seed=11)
     other = synthetic.build_tiny_lora("sd15", cli_env / "other.safetensors", seed=12)
     bank_file = cli_env / "files.txt"
     bank_file.write_text(hashlib.sha256(lora.read_bytes()).hexdigest() + "\n")
     imported = runner.invoke(cli, ["safety", "import-bank", "files", str(bank_file), "--type", "sha256"])
-    assert imported.exit_code == 0, imported.output
+    assert imported.exit_code == 0 and "1 added" in imported.output, imported.output
 
     refused = runner.invoke(cli, ["models", "add", str(lora)])
     assert refused.exit_code == 1 and "This file cannot be accepted." in refused.output
     assert "bank" not in refused.output.lower()
-    assert runner.invoke(cli, ["models", "add", str(other)]).exit_code == 0
+    added = runner.invoke(cli, ["models", "add", str(other)])
+    assert added.exit_code == 0 and "Added" in added.output and "other.safetensors" in added.output, added.output
 
     from imagen.accounts.models import User
     from imagen.kit.config import get_settings
