@@ -18,7 +18,8 @@ from imagen.kit.db import Database
 
 def test_db_upgrade_and_create_user_with_prompted_password(cli_env):
     runner = CliRunner()
-    assert runner.invoke(app, ["db", "upgrade"]).exit_code == 0
+    upgraded = runner.invoke(app, ["db", "upgrade"])
+    assert upgraded.exit_code == 0 and "Database is up to date." in upgraded.output
     result = runner.invoke(app, ["admin", "create-user", "Root@Example.com", "--admin"],
                            input="Sturdy-passphrase-42\nSturdy-passphrase-42\n")
     assert result.exit_code == 0, result.output
@@ -72,8 +73,11 @@ def test_set_role(cli_env):
                                "Sturdy-passphrase-42"]).exit_code == 0
     done = runner.invoke(app, ["admin", "set-role", "mod@example.com", "moderator"])
     assert done.exit_code == 0 and "moderator" in done.output
-    assert runner.invoke(app, ["admin", "set-role", "mod@example.com", "boss"]).exit_code == 1
-    assert runner.invoke(app, ["admin", "set-role", "nobody@example.com", "admin"]).exit_code == 1
+    assert done.output.strip() == "mod@example.com is now moderator"
+    boss = runner.invoke(app, ["admin", "set-role", "mod@example.com", "boss"])
+    assert boss.exit_code == 1 and "must be one of user, moderator, admin" in boss.output, boss.output
+    nobody = runner.invoke(app, ["admin", "set-role", "nobody@example.com", "admin"])
+    assert nobody.exit_code == 1 and "No account with the email nobody@example.com" in nobody.output
 
     from imagen.accounts.service import account_service
     from imagen.kit.config import get_settings

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import threading
 import time
 
 import pytest
@@ -117,6 +118,90 @@ def test_img2img_refuses_bad_images(user_client, app, image, reason):
     assert not list(app.state.blobs.keys("inputs/"))
 
 
+class Jobs:
+    """Which jobs the in-process executor started and finished, so a test waits for the end of a job instead of
+    sleeping (it runs one job at a time; a job's files are written or deleted before it counts as finished)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        from imagen.executors import local
+
+        self.started: list[str] = []
+        self.finished: list[str] = []
+        self._cond = threading.Condition()
+        real = local.execute_generation
+
+        def run(db, runtime, blobs, generation_id, *args, **kwargs):
+            with self._cond:
+                self.started.append(generation_id)
+            try:
+                return real(db, runtime, blobs, generation_id, *args, **kwargs)
+            finally:
+                with self._cond:
+                    self.finished.append(generation_id)
+                    self._cond.notify_all()
+
+        monkeypatch.setattr(local, "execute_generation", run)
+
+    def wait_idle(self, timeout: float = 120.0) -> None:
+        """Until every job that started has finished."""
+        with self._cond:
+            assert self._cond.wait_for(lambda: set(self.started) <= set(self.finished), timeout), self.started
+
+
+def inputs_of(app, gen_id: str) -> list[str]:
+    return [k for k in app.state.blobs.keys("inputs/") if f"/{gen_id}/" in k]
+
+
+def test_transient_input_goes_when_a_queued_job_is_canceled(paused_settings, app):
+    """Policy §4.1: img2img/inpaint inputs are kept only until the job ends, and a cancel ends it."""
+    with TestClient(app, base_url="https://testserver") as c:
+        signup(c)
+        gid = submit(c, "img2img", init_image=png_b64(), strength=0.5).json()["id"]
+        assert len(inputs_of(app, gid)) == 1
+        assert c.post(f"/api/v1/generations/{gid}/cancel").json()["status"] == "canceled"
+        assert inputs_of(app, gid) == []  # deleted after the cancel committed, before the answer
+        with app.state.db.transaction() as s:
+            assert s.get(Generation, gid).input_blob_key is None
+
+
+def test_transient_input_goes_when_the_running_job_is_canceled(user_client, app):
+    gid = submit(user_client, "img2img", init_image=png_b64((10, 200, 10), (128, 128)), strength=0.9, steps=150,
+                 width=128, height=128).json()["id"]
+    wait_for(user_client, gid, ("running",))
+    assert len(inputs_of(app, gid)) == 1
+    assert user_client.post(f"/api/v1/generations/{gid}/cancel").status_code == 200
+    assert wait_for(user_client, gid)["status"] == "canceled"
+    assert inputs_of(app, gid) == []
+
+
+def test_transient_input_goes_when_the_job_fails(user_client, app, runtime, monkeypatch):
+    def broken(*_args, **_kwargs):
+        raise RuntimeError("the GPU fell over")
+
+    monkeypatch.setattr(runtime, "run", broken)
+    gid = submit(user_client, "img2img", init_image=png_b64(), strength=0.5).json()["id"]
+    body = wait_for(user_client, gid)
+    assert body["status"] == "failed" and "RuntimeError" in body["error"]
+    assert inputs_of(app, gid) == []
+
+
+def test_transient_input_goes_when_a_restart_fails_the_interrupted_job(paused_settings, runtime):
+    first = create_app(paused_settings, run_migrations=False, runtime=runtime)
+    with TestClient(first, base_url="https://testserver") as c:
+        signup(c)
+        gid = submit(c, "img2img", init_image=png_b64(), strength=0.5).json()["id"]
+        with first.state.db.transaction() as s:  # as if the process died mid-job
+            s.execute(update(Generation).where(Generation.id == gid).values(status="running"))
+    assert len(inputs_of(first, gid)) == 1
+    paused_settings.worker_autostart = True
+    second = create_app(paused_settings, run_migrations=False, runtime=runtime)
+    with TestClient(second, base_url="https://testserver"):  # the executor starts: interrupted jobs fail
+        with second.state.db.transaction() as s:
+            gen = s.get(Generation, gid)
+            assert (gen.status, gen.input_blob_key) == ("failed", None)
+        assert inputs_of(second, gid) == []
+
+
 def test_workflows_and_models_are_listed(user_client, runtime):
     wfs = {w["name"]: w for w in user_client.get("/api/v1/workflows").json()}
     assert {"txt2img", "img2img"} <= set(wfs)
@@ -180,15 +265,19 @@ def test_fair_order_when_the_worker_runs(paused_settings, runtime, app):
         assert owners == ["a", "b", "a", "b", "a", "b"]
 
 
-def test_cancel_queued(paused_settings, app):
+def test_cancel_queued(paused_settings, app, monkeypatch):
+    jobs = Jobs(monkeypatch)
     with TestClient(app, base_url="https://testserver") as c:
         signup(c)
         gid = submit(c).json()["id"]
         r = c.post(f"/api/v1/generations/{gid}/cancel")
         assert r.status_code == 200 and r.json()["status"] == "canceled"
         assert c.post(f"/api/v1/generations/{gid}/cancel").status_code == 409
+        later = submit(c, seed=7).json()["id"]
         app.state.executor.start()
-        time.sleep(0.5)
+        assert wait_for(c, later)["status"] == "succeeded"  # the worker went through the queue past it
+        jobs.wait_idle()
+        assert gid not in jobs.started and later in jobs.started
         assert c.get(f"/api/v1/generations/{gid}").json()["status"] == "canceled"
 
 

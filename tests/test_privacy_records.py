@@ -14,7 +14,7 @@ from imagen.cli import app as cli
 from imagen.kit.config import get_settings
 from imagen.kit.db import Database, new_id, utcnow
 from imagen.notifications.models import Notification
-from imagen.privacy.records.models import TransferNotice
+from imagen.privacy.records.models import LegalRequest, LegalRequestUser, TransferNotice
 from tests.conftest import signup
 
 HOUR = timedelta(hours=1)
@@ -141,7 +141,7 @@ def test_breach_register_lookup_deadline_and_user_notices(admin, people, app):
     assert kept["affected_user_ids"] == [ada] and kept["affected_count"] == 2
 
 
-def test_legal_request_log(admin, people):
+def test_legal_request_log(admin, people, app):
     _, ids = people
     ada = ids["ada@example.com"]
     base = {"received_at": iso(utcnow() - 48 * HOUR), "authority": "Metropolitan Police",
@@ -153,11 +153,24 @@ def test_legal_request_log(admin, people):
     assert early.status_code == 422  # a response needs a decision
     assert admin.post("/api/v1/admin/legal-requests",
                       json={**base, "user_ids": ["nobody"]}).status_code == 422
+    for field in ("instrument", "scope", "authority"):  # the basis, what was asked, and who asked: required
+        for bad in ({k: v for k, v in base.items() if k != field}, {**base, field: "   "}):
+            missing = admin.post("/api/v1/admin/legal-requests", json=bad)
+            assert missing.status_code == 422 and missing.json()["detail"][0]["loc"][-1] == field, missing.text
+    assert admin.get("/api/v1/admin/legal-requests").json() == []  # nothing refused was stored
 
     r = admin.post("/api/v1/admin/legal-requests", json=base)
     assert r.status_code == 201, r.text
     logged = r.json()
     assert logged["decision"] == "pending" and logged["affected_user_ids"] == [ada]
+    with app.state.db.transaction() as s:  # read back from the log itself, not the answer
+        row = s.get(LegalRequest, logged["id"])
+        assert (row.authority, row.instrument, row.reference, row.scope, row.affected_count) == (
+            "Metropolitan Police", "production order", "MP/2026/17", "account data of one user", 1)
+        assert s.scalars(select(LegalRequestUser.user_id).where(
+            LegalRequestUser.legal_request_id == logged["id"])).all() == [ada]
+    listed = admin.get(f"/api/v1/admin/legal-requests/{logged['id']}").json()
+    assert (listed["instrument"], listed["scope"]) == ("production order", "account data of one user")
     patch = admin.patch(f"/api/v1/admin/legal-requests/{logged['id']}",
                         json={"decision": "partially_complied", "responded_at": iso(utcnow())})
     assert patch.status_code == 422
@@ -249,6 +262,43 @@ def test_cli_notify_transfer_and_listings(cli_env):
     finally:
         db.dispose()
     listing = runner.invoke(cli, ["records", "transfers"])
-    assert listing.exit_code == 0 and "Acme Corp" in listing.output
-    assert runner.invoke(cli, ["records", "breaches"]).exit_code == 0
-    assert runner.invoke(cli, ["records", "legal-requests"]).exit_code == 0
+    assert listing.exit_code == 0, listing.output
+    [row] = _rows(listing.output, "Acme Corp")
+    assert row[:3] == ["Acme Corp", effective, "2"] and row[3].startswith(f"{utcnow():%Y-%m-%d}")
+
+    empty = runner.invoke(cli, ["records", "breaches"])
+    assert empty.exit_code == 0 and "Breach register" in empty.output and _rows(empty.output, "") == []
+    db = Database(get_settings().resolved_database_url)
+    try:
+        with db.transaction() as s:
+            from imagen.privacy.records.models import Breach
+
+            s.add(Breach(detected_at=utcnow() - 80 * HOUR, description="logs were public", categories=["account"],
+                         severity="high", affected_count=2, recorded_by=None))
+            s.add(LegalRequest(received_at=utcnow() - 48 * HOUR, authority="County Court", instrument="subpoena",
+                               reference="CC/1", scope="login times of one user", affected_count=1,
+                               decision="refused", decision_reason="overbroad", disclosed="",
+                               responded_at=utcnow(), recorded_by=None))
+            breach_id = s.scalars(select(Breach.id)).one()
+    finally:
+        db.dispose()
+    breaches = runner.invoke(cli, ["records", "breaches"])
+    assert breaches.exit_code == 0, breaches.output
+    [row] = _rows(breaches.output, breach_id)
+    assert row[2:5] == ["high", "2", "0"] and row[5].startswith("due ") and row[5].endswith("(-8.0 h)")  # 72 h passed
+    legal = runner.invoke(cli, ["records", "legal-requests"])
+    assert legal.exit_code == 0, legal.output
+    [row] = _rows(legal.output, "County Court")
+    assert row == [f"{utcnow() - 48 * HOUR:%Y-%m-%d}", "County Court", "subpoena", "1", "refused",
+                   f"{utcnow():%Y-%m-%d}"]
+
+
+def _rows(output: str, containing: str) -> list[list[str]]:
+    """The data rows of a rich table printed by the CLI, as lists of cell texts."""
+    rows = []
+    for line in output.splitlines():
+        if line.startswith("│") and containing in line:
+            cells = [c.strip() for c in line.strip("│").split("│")]
+            if cells and not all(c == "" for c in cells):
+                rows.append(cells)
+    return [r for r in rows if r[0] not in ("id", "acquirer", "received")]

@@ -1,9 +1,9 @@
 from __future__ import annotations
 
 from datetime import date, datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, Field
+from pydantic import AwareDatetime, BaseModel, Field, StringConstraints
 
 Severity = Literal["low", "medium", "high", "critical"]
 Decision = Literal["pending", "complied", "partially_complied", "refused"]
@@ -80,12 +80,17 @@ class NotifyUsersOut(BaseModel):
     users_notified_at: datetime | None
 
 
+# Text the log cannot do without: blank (or only spaces) is refused.
+Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=300)]
+Scope = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=20_000)]
+
+
 class LegalRequestCreate(BaseModel):
     received_at: AwareDatetime
-    authority: str = Field(min_length=1, max_length=300)
-    instrument: str = Field(min_length=1, max_length=300, description="legal basis: subpoena, court order, ...")
+    authority: Name
+    instrument: Name = Field(description="legal basis: subpoena, court order, ...")
     reference: str = Field(default="", max_length=200)
-    scope: str = Field(min_length=1, max_length=20_000)
+    scope: Scope = Field(description="what was asked for")
     user_ids: list[str] = Field(default_factory=list)
     decision: Decision = "pending"
     decision_reason: str = ""
