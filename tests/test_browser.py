@@ -196,6 +196,11 @@ def test_browser_journey(live: tuple[FastAPI, str], chromium: playwright_sync.Br
         expect(page.locator("#policy-version")).to_have_text(POLICY_VERSION)
         html = page.content()
         assert "[YOUR LEGAL ENTITY NAME]" not in html and "[YOUR ADDRESS]" not in html
+        # The test settings leave the site's domain unset: a development install says so, visibly.
+        warning = page.locator("#policy-unset-warning")
+        expect(warning).to_be_visible()
+        expect(warning).to_contain_text("IMAGEN_SITE_DOMAIN")
+        expect(warning).not_to_contain_text("IMAGEN_LEGAL_ENTITY")
 
         # (8) Logging in again: a wrong password is reported on the page, the right one leads to /generate.
         page.goto("/login")
