@@ -232,6 +232,11 @@ def test_policy_page_warns_while_operator_details_are_unset(client, settings):
     assert "policy-unset-warning" not in client.get("/privacy").text
 
 
+def said(result) -> str:
+    """CLI output with Rich's line wrapping undone."""
+    return " ".join(result.output.split())
+
+
 def test_serve_warns_in_development_and_refuses_in_production(tmp_path, monkeypatch):
     import uvicorn
 
@@ -266,11 +271,6 @@ def test_serve_warns_in_development_and_refuses_in_production(tmp_path, monkeypa
         assert out.exit_code == 0 and "Warning" not in said(out) and len(started) == 2
     finally:
         get_settings.cache_clear()
-
-
-def said(result) -> str:
-    """CLI output with Rich's line wrapping undone."""
-    return " ".join(result.output.split())
 
 
 # ---- backends the policy can name but this build does not have ----
