@@ -85,8 +85,7 @@ class _Refused(Exception):
 class FakeCyberTipline:
     def __init__(self, username: str = "esp-user", password: str = "esp-password", schema: bytes | None = None):
         self.username, self.password = username, password
-        self.schema_bytes = schema if schema is not None else SCHEMA_PATH.read_bytes()
-        self._schema = etree.XMLSchema(etree.fromstring(self.schema_bytes))
+        self.use_schema(schema if schema is not None else SCHEMA_PATH.read_bytes())
         self.calls: list[Call] = []
         self.reports: dict[str, FakeReport] = {}
         self.fail: dict[str, int | str] = {}
@@ -128,6 +127,11 @@ class FakeCyberTipline:
         if self._server is not None and self._thread is not None:
             self._server.should_exit = True
             self._thread.join(timeout=10)
+
+    def use_schema(self, xsd: bytes) -> None:
+        """Serve and validate with another schema from now on (NCMEC publishes a new one)."""
+        self.schema_bytes = xsd
+        self._schema = etree.XMLSchema(etree.fromstring(xsd))
 
     def operations(self) -> list[str]:
         return [call.operation for call in self.calls]

@@ -125,7 +125,7 @@ def build_report(session: Session | None, case: SafetyCase, settings: Settings, 
         suffix = EXTENSIONS.get(ev.content_type or "", "")
         if not suffix and ev.filename and "." in ev.filename:
             suffix = "." + ev.filename.rsplit(".", 1)[1][:8].lower()
-        pdq = _pdq(content) if (ev.content_type or "").startswith("image/") or generated else None
+        pdq = None if ev.source == "model_upload" else _pdq(content)  # images only; model files have none
         files.append(ReportFile(
             filename=f"evidence-{i + 1}{suffix or '.bin'}", content=content,
             original_filename=None if generated else ev.filename, viewed_by_esp=False,
