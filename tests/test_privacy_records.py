@@ -223,6 +223,17 @@ def test_privacy_centre_shows_holdings_where_and_how_long(client, app, settings)
     assert counts.get("account") == "1"
     assert int(counts.get("security log", 0)) >= 1  # the sign-up
 
+    # The retention table is the data map's periods and holds with the configured values, nothing hard-coded.
+    from imagen.privacy.datamap import DATA_MAP
+
+    settings.prompt_refusals_retention_days, settings.retention_outbound_emails_days = 91, 45
+    table = client.get("/privacy/centre").text.split('id="retention"', 1)[1].split("</table>", 1)[0]
+    rows = re.findall(r"<tr><td>([^<]*)</td><td>([^<]*)</td></tr>", table)
+    assert ("Refused prompts", "91 days") in rows and ("Emails", "45 days, then deleted with the address") in rows
+    timed = {i.category for i in DATA_MAP if (i.period or i.hold) and not i.withheld}
+    assert timed <= {what.lower() for what, _ in rows}
+    assert not any("retention_" in period or "_days" in period for _, period in rows)  # every setting filled in
+
 
 def test_admin_pages_render(admin, people):
     admin.post("/api/v1/admin/breaches", json=breach_body(affected={"all_users": True}))

@@ -14,7 +14,7 @@ class OutboundEmail(IdMixin, CreatedMixin, Base):
     """Every message IMAGEN sends: queued in the sender's transaction, delivered once after its commit.
 
     With the `outbox` backend this row (and the log line) is the only copy, so an operator without SMTP can read
-    verification codes. Bodies are purged by retention (data map); the envelope stays as proof of notice.
+    verification codes. Kept as proof of notice for the period the data map declares, then deleted by retention.
     """
 
     __tablename__ = "outbound_emails"
