@@ -201,7 +201,10 @@ class FakeCyberTipline:
         stamps = [(node, node.text) for node in document.iter(*TIME_ELEMENTS)]
         stamps += [(node, node.get(a)) for node in document.iter() for a in TIME_ATTRIBUTES if node.get(a)]
         for node, value in stamps:
-            if datetime.fromisoformat((value or "").strip().replace("Z", "+00:00")) > latest:
+            moment = datetime.fromisoformat((value or "").strip().replace("Z", "+00:00"))
+            if moment.tzinfo is None:
+                problems.append(f"{document.getroottree().getpath(node)}: needs a time zone")
+            elif moment > latest:
                 problems.append(f"{document.getroottree().getpath(node)}: must be in the past")
         if problems:
             raise _Refused(4100, "; ".join(problems))

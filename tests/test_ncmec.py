@@ -308,7 +308,7 @@ def test_the_fake_answers_in_the_real_shapes_and_codes(fake: FakeCyberTipline) -
         assert uploaded.findtext("responseDescription") == "Success" and uploaded.findtext("fileId")
         assert uploaded.findtext("hash") == hashlib.md5(b"bytes").hexdigest()
 
-        def code(response: httpx.Response) -> tuple[int, str]:
+        def code(response: httpx.Response) -> tuple[int, int]:
             root = ET.fromstring(response.content)
             return int(root.findtext("responseCode")), response.status_code
 

@@ -12,6 +12,7 @@ again. Each attempt's report id is kept in `ncmec_attempts`; an attempt whose /f
 from __future__ import annotations
 
 import io
+import ipaddress
 import logging
 from datetime import datetime, timedelta
 from typing import Any
@@ -50,8 +51,6 @@ def retry_delay(failures: int) -> timedelta:
 
 
 def _is_ip(value: str) -> bool:
-    import ipaddress
-
     try:
         ipaddress.ip_address(value)
     except ValueError:
