@@ -103,6 +103,17 @@ def test_data_map_declares_every_personal_table():
         datamap.personal_tables(Base.metadata)
 
 
+def test_data_map_must_name_every_identifying_column(monkeypatch):
+    """A table column that identifies a person by value (an IP address, a browser) must be gathered on erasure."""
+    import dataclasses
+
+    changed = [dataclasses.replace(i, identifiers=("ip_address",)) if i.name == "login_sessions" else i
+               for i in DATA_MAP]
+    monkeypatch.setattr(datamap, "DATA_MAP", changed)
+    assert datamap.problems(Base.metadata, set(Settings.model_fields)) == [
+        "login_sessions: login_sessions.user_agent identifies a person; name it in identifiers"]
+
+
 def test_export_erase_and_residue_scan_end_to_end(app, client, new_client, settings, tiny_sd15, monkeypatch):
     monkeypatch.setattr(exports, "BATCH", 2)  # several keyset pages even for a small account
     me = signup(client, consents={"model_improvement": True, "marketing_emails": False})["account"]

@@ -25,8 +25,10 @@ Action = Literal["delete", "anonymize", "legal_hold"]
 ACCOUNT_LIFETIME = "account lifetime"
 IDENTIFYING_COLUMNS = frozenset({"user_id", "email", "ip_address", "user_agent"})
 # Columns that identify a person by value rather than by reference: an entry whose table has one must name it in
-# `identifiers` (so erasure gathers it and the residue scan searches for it).
-IDENTIFYING_VALUES = frozenset({"ip_address", "user_agent"})
+# `identifiers` (so erasure gathers it and the residue scan searches for it). This build stores only the first two;
+# the others are here so the table that brings one (billing, devices, profiles) cannot forget to declare it.
+IDENTIFYING_VALUES = frozenset({"ip_address", "user_agent", "full_name", "display_name", "phone",
+                                "stripe_customer_id", "payment_method_id", "device_id"})
 Only = tuple[str, tuple[str, ...]]  # (column, values): a part of a table
 
 
