@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import filecmp
+import hashlib
 import json
 import os
 import shutil
@@ -82,22 +83,29 @@ def mutmut(folder: Path, args: list[str], log) -> int:
 
 def run_module(name: str, spec: dict, config: dict, max_children: int) -> dict[str, int | None]:
     folder = prepare(name, spec, config)
+    # Cached survivors are not retested by a plain run: retest them once the module's tests have changed.
+    tests_seen = folder / "tests.sha256"
+    digest = hashlib.sha256(b"".join((ROOT / t).read_bytes() for t in spec["tests"] if (ROOT / t).exists()))
     with open(folder / "run.log", "a") as log:
         survivors = [k for k, v in results(folder, spec).items() if v in (0, 33, 5)]
         code = mutmut(folder, ["run", "--max-children", str(max_children)], log)
-        if code == 0 and survivors:
-            # Cached survivors are not retested by a plain run: retest them against the current tests.
+        if code == 0 and survivors and tests_seen.exists() and tests_seen.read_text() != digest.hexdigest():
             code = mutmut(folder, ["run", "--max-children", str(max_children), *survivors], log)
+        if code == 0:
+            tests_seen.write_text(digest.hexdigest())
     if code != 0:
         print(f"{name}: mutmut exited {code}; see {folder / 'run.log'}", file=sys.stderr)
-    codes = results(folder, spec)
+    return results(folder, spec)
+
+
+def write_survivors(name: str, codes: dict[str, int | None]) -> None:
+    folder = WORK / name
     with open(folder / "survivors.txt", "w") as out:
         for key, value in sorted(codes.items()):
-            if STATUS.get(value, "suspicious") not in ("killed", "timeout"):
+            if STATUS.get(value, "suspicious") not in ("killed", "timeout", "not checked"):
                 diff = subprocess.run([str(ROOT / ".venv/bin/mutmut"), "show", key], cwd=folder, capture_output=True,
                                       text=True, stdin=subprocess.DEVNULL).stdout
                 out.write(diff + "\n")
-    return codes
 
 
 def report(name: str, spec: dict, codes: dict[str, int | None]) -> tuple[int, int]:
@@ -133,6 +141,8 @@ def main() -> int:
     for name in args.names or list(modules):
         spec = modules[name]
         codes = results(WORK / name, spec) if args.report else run_module(name, spec, config, args.max_children)
+        if codes:
+            write_survivors(name, codes)
         scores.append((name, spec, codes))
     print()
     for name, spec, codes in scores:
