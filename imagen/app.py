@@ -8,8 +8,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi import Depends, FastAPI
 from fastapi.staticfiles import StaticFiles
 
 from imagen.accounts.endpoints import router as accounts_router
@@ -21,11 +20,12 @@ from imagen.generation.endpoints import router as generation_router
 from imagen.generation.marketing_endpoints import router as marketing_router
 from imagen.generation.signals import GenerationSignals
 from imagen.inference.runtime import Runtime
-from imagen.kit import migrate
+from imagen.kit import migrate, surface
 from imagen.kit.config import Settings, get_settings
 from imagen.kit.db import Database
-from imagen.kit.errors import ServiceError
+from imagen.kit.errors import ERROR_RESPONSES
 from imagen.kit.http import RequestAddressMiddleware
+from imagen.kit.inputs import refuse_control_characters
 from imagen.notifications.endpoints import router as notifications_router
 from imagen.privacy.centre import router as privacy_centre_router
 from imagen.privacy.endpoints import router as privacy_router
@@ -84,13 +84,13 @@ def create_app(settings: Settings | None = None, *, run_migrations: bool = True,
             app.state.executor.stop()
             db.dispose()
 
-    app = FastAPI(title="IMAGEN", version="0.1.0", lifespan=lifespan)
+    # Docs pages from local assets (kit/surface.py); control characters refused in every request's text.
+    app = FastAPI(title="IMAGEN", version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None,
+                  dependencies=[Depends(refuse_control_characters)])
     app.state.settings = settings
     app.add_middleware(RequestAddressMiddleware)
-
-    @app.exception_handler(ServiceError)
-    async def _service_error(_request: Request, exc: ServiceError) -> JSONResponse:
-        return JSONResponse({"detail": exc.detail}, status_code=exc.status_code)
+    # Body limits, security headers, trusted proxies, error answers (ServiceError, 422, 503), /docs and /redoc.
+    surface.install(app, settings)
 
     @app.get("/healthz", tags=["ops"])
     def healthz() -> dict[str, str]:
@@ -100,6 +100,6 @@ def create_app(settings: Settings | None = None, *, run_migrations: bool = True,
                    notifications_router, privacy_centre_router, privacy_requests_router, consent_router,
                    marketing_router, privacy_me_router, safety_banks_router, safety_router, safety_pages_router,
                    pages_router):
-        app.include_router(router)
+        app.include_router(router, responses=ERROR_RESPONSES)
     app.mount("/static", StaticFiles(directory=Path(__file__).parent / "web" / "static"), name="static")
     return app

@@ -63,7 +63,8 @@ def serve(
     if settings.base_url == "http://127.0.0.1:8000" and (host, port) != ("127.0.0.1", 8000):
         settings.base_url = f"http://{host}:{port}"
     console.print(f"[bold]IMAGEN[/] on http://{host}:{port}  (data: {settings.data_dir.resolve()})")
-    uvicorn.run(create_app(settings), host=host, port=port, proxy_headers=True)
+    # Forwarded headers are trusted by the app itself, per IMAGEN_TRUSTED_PROXIES (imagen/kit/surface.py).
+    uvicorn.run(create_app(settings), host=host, port=port, proxy_headers=False)
 
 
 @db_app.command("upgrade")

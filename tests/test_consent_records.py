@@ -81,6 +81,9 @@ def test_the_first_version_is_recorded_once_and_later_ones_are_not_invented(db, 
     with db.transaction() as s:
         consent_service.publish(s, version="2026-02-01", material=False, summary=None, text="second")
     with db.transaction() as s, caplog.at_level(logging.WARNING, logger="imagen.consent.service"):
+        # A configured version that was recorded stays itself, though a newer one is current.
+        assert consent_service.ensure_policy_version(s, version="2026-01-01", text="x").version == "2026-01-01"
+        assert caplog.text == ""
         current = consent_service.ensure_policy_version(s, version="2026-09-09", text="configured, never published")
         assert current.version == "2026-02-01"
         assert s.scalar(select(func.count()).select_from(PolicyVersion)) == 2
@@ -89,12 +92,14 @@ def test_the_first_version_is_recorded_once_and_later_ones_are_not_invented(db, 
 
 def test_the_newest_publication_is_current_and_ties_go_to_the_later_record(db):
     with db.transaction() as s:
-        with pytest.raises(LookupError):
+        with pytest.raises(LookupError, match=r"^no privacy policy version has been recorded yet$"):
             consent_service.current_version(s)
         at = utcnow()
         s.add(PolicyVersion(version="a", published_at=at, text_sha256="x", created_at=at))
         s.add(PolicyVersion(version="b", published_at=at, text_sha256="x", created_at=at + timedelta(seconds=1)))
-        s.add(PolicyVersion(version="old", published_at=at - timedelta(days=1), text_sha256="x", created_at=at))
+        # Recorded last, but published (dated) before the others.
+        s.add(PolicyVersion(version="old", published_at=at - timedelta(days=1), text_sha256="x",
+                            created_at=at + timedelta(seconds=2)))
     with db.transaction() as s:
         assert consent_service.current_version(s).version == "b"
         assert [v.version for v in consent_service.list_versions(s)][-1] == "old"
@@ -161,6 +166,10 @@ def test_only_material_versions_newer_than_the_acceptance_require_a_new_one(db):
         s.flush()
         status = consent_service.policy_status(s, user_id=user.id)
         assert (status.accepted_version, status.acceptance_required) == ("2", False)
+        # Someone else's acceptance is theirs alone.
+        other = add_user(s, "bob@example.com")
+        status = consent_service.policy_status(s, user_id=other.id)
+        assert (status.accepted_version, status.acceptance_required) == (None, True)
 
 
 def test_writes_wait_for_the_acceptance_but_privacy_functions_do_not(db):
@@ -240,8 +249,9 @@ def test_choices_show_the_regional_default_until_one_is_made(db):
         choices = consent_service.choices(s, user_id=user.id, country="US",
                                           elsewhere=frozenset({"marketing_emails"}))
         assert list(choices) == list(CHOICES)
-        assert [(c.granted, c.chosen, c.source, c.policy_version, c.at) for c in choices.values()] == [
-            (False, False, None, None, None), (True, False, None, None, None), (False, False, None, None, None)]
+        assert [(c.purpose, c.granted, c.chosen, c.source, c.policy_version, c.at) for c in choices.values()] == [
+            ("model_improvement", False, False, None, None, None), ("marketing_emails", True, False, None, None, None),
+            ("analytics", False, False, None, None, None)]
         record = consent_service.record(s, user_id=user.id, purpose="analytics", granted=True, policy_version="1",
                                         source="cookie_banner")
         s.flush()

@@ -4,6 +4,8 @@ from datetime import date, datetime
 
 from pydantic import BaseModel, ConfigDict, EmailStr, Field
 
+from imagen.kit.inputs import Line
+
 
 class SignupConsents(BaseModel):
     """Left out: the regional default (always off in the EU/EEA, UK and Switzerland)."""
@@ -29,7 +31,7 @@ class SignupRequest(BaseModel):
 class LoginRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    email: str = Field(max_length=320)
+    email: Line = Field(max_length=320)
     password: str = Field(max_length=256)
 
 
@@ -57,7 +59,7 @@ class AuthResponse(BaseModel):
 class ApiKeyCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(min_length=1, max_length=100)
+    name: Line = Field(min_length=1, max_length=100)
 
 
 class ApiKeyOut(BaseModel):

@@ -15,6 +15,7 @@ from imagen.accounts.security import hash_password, new_api_key, new_token, toke
 from imagen.consent.service import consent_service
 from imagen.kit.db import utcnow
 from imagen.kit.errors import Conflict, field_error
+from imagen.kit.inputs import normalize_email
 from imagen.kit.scoped import get_owned, owned
 
 MINIMUM_AGE = 18
@@ -65,14 +66,14 @@ class AccountService:
         )
 
     def get_by_email(self, session: Session, email: str) -> User | None:
-        return session.scalars(select(User).where(User.email == email.strip().lower())).first()
+        return session.scalars(select(User).where(User.email == normalize_email(email))).first()
 
     def list_users(self, session: Session, *, email_contains: str = "", after_email: str = "",
                    limit: int = 100) -> list[User]:
         """Accounts by email (admins' user list): a part of the email to look for, keyset pages after an email."""
         query = select(User).order_by(User.email).limit(limit)
         if email_contains.strip():  # autoescape: "%" and "_" in the search are plain characters
-            query = query.where(User.email.contains(email_contains.strip().lower(), autoescape=True))
+            query = query.where(User.email.contains(normalize_email(email_contains), autoescape=True))
         if after_email:
             query = query.where(User.email > after_email)
         return list(session.scalars(query))
@@ -93,7 +94,7 @@ class AccountService:
         chosen, here or earlier in the cookie banner (`analytics_cookie`).
         """
         today = today or utcnow().date()
-        email = data.email.strip().lower()
+        email = normalize_email(data.email)  # fullwidth or other lookalikes: the same account
         if data.date_of_birth > today or data.date_of_birth.year < 1900:
             raise field_error("date_of_birth", "Date of birth is not a valid date")
         if age_on(data.date_of_birth, today) < MINIMUM_AGE:
@@ -142,7 +143,7 @@ class AccountService:
         country: str, policy_version: str,
     ) -> User:
         """For operators (CLI): same password rules, no consent choices beyond policy acceptance."""
-        email = email.strip().lower()
+        email = normalize_email(email)
         if problem := password_problem(password, email):
             raise field_error("password", problem)
         if self.get_by_email(session, email) is not None:

@@ -13,6 +13,7 @@ from imagen.assets.service import UploadLimits, asset_service
 from imagen.assets.uploads import receive_upload
 from imagen.kit.errors import NotFound, field_error
 from imagen.kit.http import AdminUser, CurrentUser, SessionDep, SettingsDep
+from imagen.kit.limits import body_limit
 from imagen.storage import BlobNotFound
 
 router = APIRouter(prefix="/api/v1", tags=["assets"])
@@ -29,6 +30,7 @@ def asset_out(asset: Asset, user: User) -> AssetOut:
 
 @router.post("/assets", status_code=status.HTTP_201_CREATED, response_model=AssetOut, openapi_extra=UPLOAD_OPENAPI,
              responses={200: {"model": AssetOut, "description": "You already have this file: the existing asset"}})
+@body_limit(None)  # streamed to disk under the upload limits and the user's quota (assets/uploads.py)
 async def upload_asset(request: Request, response: Response, user: CurrentUser, session: SessionDep,
                        settings: SettingsDep) -> AssetOut:
     """Upload a checkpoint or LoRA (.safetensors) or a reference image (PNG/JPEG/WebP), streamed to disk."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import re
 import secrets
 from collections.abc import Callable, Collection
 from datetime import datetime
@@ -45,9 +46,13 @@ def encode_cursor(gen: Generation) -> str:
 def decode_cursor(cursor: str) -> tuple[datetime, str]:
     try:
         stamp, gen_id = base64.urlsafe_b64decode(cursor.encode()).decode().split("|", 1)
-        return datetime.fromisoformat(stamp), gen_id
+        when = datetime.fromisoformat(stamp)
     except Exception:
         raise field_error("cursor", "invalid cursor", where="query") from None
+    # Only what encode_cursor makes: an aware time (a naive one can't be compared) and a generation id.
+    if when.tzinfo is None or not re.fullmatch(r"[0-9a-f]{32}", gen_id):
+        raise field_error("cursor", "invalid cursor", where="query")
+    return when, gen_id
 
 
 class GenerationService:

@@ -48,6 +48,14 @@ class Settings(BaseSettings):
     cookie_secure: bool = True
     session_days: int = 30
     base_url: str = "http://127.0.0.1:8000"
+    # Input bounds (imagen/kit/limits.py): the request body limit of every endpoint that sets none of its own
+    # (asset uploads keep theirs, below); the public forms' per-sender limit (per address, and per email given).
+    max_body_bytes: int = Field(default=1024**2, ge=1024, description="413 above this many bytes")
+    public_form_limit: int = Field(default=5, ge=1, description="submissions per sender and form in the window")
+    public_form_window_seconds: int = Field(default=3600, ge=1)
+    # Proxies whose X-Forwarded-For/-Proto are believed (addresses or CIDRs, comma-separated; "*": any; empty:
+    # none). Behind a TLS-terminating proxy this makes the scheme https, so answers carry HSTS.
+    trusted_proxies: str = "127.0.0.1"
 
     # Inference
     device: str | None = None  # "cuda", "cpu"; auto when unset

@@ -9,12 +9,14 @@ from typing import Annotated, Any
 
 from fastapi import Depends, Request
 from sqlalchemy.orm import Session
+from starlette.datastructures import MutableHeaders
 
 from imagen.accounts.models import LoginSession, User
 from imagen.accounts.service import ClientInfo, account_service
 from imagen.consent.service import consent_service
 from imagen.kit.config import Settings
-from imagen.kit.errors import Forbidden, Unauthorized
+from imagen.kit.errors import Forbidden, TooManyRequests, Unauthorized
+from imagen.kit.inputs import normalize_email
 
 SESSION_COOKIE = "imagen_session"
 CSRF_COOKIE = "imagen_csrf"
@@ -43,6 +45,36 @@ class RequestAddressMiddleware:
             await self.app(scope, receive, send)
         finally:
             REQUEST_IP.reset(token)
+
+
+HSTS_SECONDS = 365 * 86400
+
+
+class SecurityHeadersMiddleware:
+    """Pure ASGI: `nosniff` on every answer, `Cache-Control: no-store` on /api answers that set no caching of their
+    own (output images do), HSTS on answers served over HTTPS. The scheme is the request's own, or the
+    X-Forwarded-Proto of a trusted proxy (IMAGEN_TRUSTED_PROXIES, applied before this middleware)."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        api = scope["path"].startswith("/api/")
+
+        async def send_with_headers(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                headers["X-Content-Type-Options"] = "nosniff"
+                if api and "cache-control" not in headers:
+                    headers["Cache-Control"] = "no-store"
+                if scope.get("scheme") == "https":
+                    headers["Strict-Transport-Security"] = f"max-age={HSTS_SECONDS}"
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
 
 
 def get_db_session(request: Request) -> Iterator[Session]:
@@ -133,3 +165,15 @@ OptionalPrincipalDep = Annotated[Principal | None, Depends(get_optional_principa
 CurrentUser = Annotated[User, Depends(get_current_user)]
 AdminUser = Annotated[User, Depends(get_admin)]
 ModeratorUser = Annotated[User, Depends(get_moderator)]
+
+
+def limit_sender(request: Request, form: str, *, email: str | None = None) -> None:
+    """Per-sender limit of a public form (IMAGEN_PUBLIC_FORM_LIMIT per window): by client address, and by the email
+    address given. Over it: 429 with Retry-After. Counts live in this process's memory only, for the window."""
+    keys = [f"{form}:ip:{request.client.host if request.client else '-'}"]
+    if email:
+        keys.append(f"{form}:email:{normalize_email(email)}")
+    wait = request.app.state.form_limiter.hit(*keys)
+    if wait is not None:
+        raise TooManyRequests(f"Too many submissions of this form from you; try again in {wait} seconds",
+                              retry_after=wait)

@@ -22,8 +22,10 @@ from imagen.privacy.records.models import SEVERITIES
 from imagen.privacy.records.service import records_service
 from imagen.web.pages import not_found_page, render, to_login
 
-router = APIRouter(include_in_schema=False)
-router.include_router(records_api, include_in_schema=True)
+# The pages stay out of /openapi.json; the records API they sit beside is in it (an inclusion can't re-include
+# what its router leaves out, so the two are siblings).
+pages = APIRouter(include_in_schema=False)
+router = APIRouter()
 
 DECISION_LABELS = {"pending": "Pending", "complied": "Complied", "partially_complied": "Partially complied",
                    "refused": "Refused"}
@@ -37,7 +39,7 @@ def retention_rows(settings: Settings) -> list[tuple[str, str]]:
     return list(dict.fromkeys(rows))
 
 
-@router.get("/privacy/centre")
+@pages.get("/privacy/centre")
 def privacy_centre(request: Request, principal: OptionalPrincipalDep, session: SessionDep,
                    settings: SettingsDep) -> Response:
     if principal is None:
@@ -57,7 +59,7 @@ def _hours(value: float | None) -> str:
     return f"{value:.1f} h left" if value >= 0 else f"{-value:.1f} h overdue"
 
 
-@router.get("/admin/breaches")
+@pages.get("/admin/breaches")
 def admin_breaches(request: Request, principal: OptionalPrincipalDep, session: SessionDep,
                    settings: SettingsDep) -> Response:
     if principal is None:
@@ -75,7 +77,7 @@ def admin_breaches(request: Request, principal: OptionalPrincipalDep, session: S
                   now=_local_input(utcnow()))
 
 
-@router.get("/admin/legal-requests")
+@pages.get("/admin/legal-requests")
 def admin_legal_requests(request: Request, principal: OptionalPrincipalDep, session: SessionDep) -> Response:
     if principal is None:
         return to_login()
@@ -91,3 +93,7 @@ def admin_legal_requests(request: Request, principal: OptionalPrincipalDep, sess
 def _local_input(value: datetime) -> str:
     """A UTC time for a datetime-local input (the page sends it back with a Z)."""
     return value.strftime("%Y-%m-%dT%H:%M")
+
+
+router.include_router(records_api)
+router.include_router(pages)

@@ -5,11 +5,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from fastapi import APIRouter, status
+from fastapi import APIRouter, Request, status
 from pydantic import BaseModel, ConfigDict, EmailStr, Field
 
 from imagen.consent.service import consent_service
-from imagen.kit.http import AdminUser, SessionDep, SettingsDep
+from imagen.kit.http import AdminUser, SessionDep, SettingsDep, limit_sender
 from imagen.privacy.minors import minor_report_service
 from imagen.privacy.policy import render_version, text_sha256
 from imagen.privacy.providers import configured_providers
@@ -77,8 +77,9 @@ class DismissIn(BaseModel):
 
 
 @router.post("/minor-reports", status_code=status.HTTP_202_ACCEPTED, response_model=MinorReportReceived)
-def report_minor(data: MinorReportIn, session: SessionDep) -> MinorReportReceived:
+def report_minor(data: MinorReportIn, session: SessionDep, request: Request) -> MinorReportReceived:
     """Public, no login. The answer is the same whether or not an account matches."""
+    limit_sender(request, "minor-report", email=data.reporter_email)
     row = minor_report_service.report(session, reporter_email=data.reporter_email, subject_email=data.account_email,
                                       reference=data.reference, details=data.details)
     return MinorReportReceived(id=row.id, status="received", message=(

@@ -16,6 +16,7 @@ from sqlalchemy.orm import Mapped, Session, mapped_column
 from imagen.accounts.models import User
 from imagen.kit.db import Base, CreatedMixin, IdMixin, UTCDateTime, utcnow
 from imagen.kit.errors import Conflict, NotFound, ServiceError, field_error
+from imagen.kit.inputs import normalize_email
 
 STATUSES = ("open", "confirmed", "dismissed")
 ERASED_DETAILS = "[removed when the report was confirmed and the account erased]"
@@ -58,7 +59,7 @@ class MinorReportService:
 
     def report(self, session: Session, *, reporter_email: str | None, subject_email: str | None,
                reference: str | None, details: str) -> MinorReport:
-        subject_email = (subject_email or "").strip().lower() or None
+        subject_email = normalize_email(subject_email or "") or None
         reference = (reference or "").strip() or None
         if reference and reference.startswith("/api/v1/"):  # a pasted image or generation link
             reference = reference.rstrip("/").rsplit("/", 1)[-1]
@@ -68,7 +69,7 @@ class MinorReportService:
             raise field_error("account_email", "name the account: its email address, or the id or link of one "
                                                "of its images or generations")
         user = self._match(session, email=subject_email, reference=reference)
-        row = MinorReport(reporter_email=(reporter_email or "").strip().lower() or None, subject_email=subject_email,
+        row = MinorReport(reporter_email=normalize_email(reporter_email or "") or None, subject_email=subject_email,
                           subject_reference=reference, subject_user_id=user.id if user else None,
                           details=details.strip(), status="open")
         session.add(row)

@@ -13,6 +13,7 @@ from starlette.datastructures import UploadFile
 
 from imagen.kit.errors import Unprocessable, field_error
 from imagen.kit.http import AdminUser, SessionDep
+from imagen.kit.inputs import Line
 from imagen.safety.bank_models import HashBank
 from imagen.safety.banks import ImportReport, hash_bank_service
 
@@ -45,7 +46,7 @@ class ImportOut(BaseModel):
 
 
 class HashBankImport(BaseModel):
-    name: str = Field(min_length=1, max_length=100)
+    name: Line = Field(min_length=1, max_length=100)
     hash_type: Literal["pdq", "md5", "sha256"]
     source: str | None = Field(default=None, max_length=300)
     description: str | None = Field(default=None, max_length=1000)

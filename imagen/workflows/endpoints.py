@@ -2,10 +2,11 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Request, status
+from fastapi import APIRouter, Body, Path, Request, status
 
 from imagen.assets.service import asset_service
 from imagen.kit.http import AdminUser, CurrentUser, SessionDep
+from imagen.kit.inputs import INT32_MAX
 from imagen.workflows.models import Preset
 from imagen.workflows.schemas import PresetCreate, PresetOut, WorkflowOut
 from imagen.workflows.service import preset_service, workflow_service
@@ -30,7 +31,8 @@ def get_workflow(name: str, _user: CurrentUser, session: SessionDep) -> dict[str
 
 
 @router.get("/workflows/{name}/versions/{version}", response_model=WorkflowOut)
-def get_workflow_version(name: str, version: int, _user: CurrentUser, session: SessionDep) -> dict[str, Any]:
+def get_workflow_version(name: str, version: Annotated[int, Path(ge=1, le=INT32_MAX)], _user: CurrentUser,
+                         session: SessionDep) -> dict[str, Any]:
     return workflow_service.get(session, name, version).public_schema()
 
 

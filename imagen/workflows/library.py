@@ -34,6 +34,7 @@ from pydantic import (
 )
 
 from imagen.kit.errors import NotFound
+from imagen.kit.inputs import INT32_MAX
 
 PipelineKind = Literal["txt2img", "img2img", "inpaint", "hires_fix"]
 Family = Literal["sd15", "sdxl"]
@@ -286,7 +287,7 @@ class Workflow(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: Annotated[str, Field(pattern=NAME_PATTERN)]
-    version: Annotated[int, Field(strict=True, ge=1)]
+    version: Annotated[int, Field(strict=True, ge=1, le=INT32_MAX)]  # an integer column
     title: Annotated[str, Field(min_length=1, max_length=100)]
     description: Annotated[str, Field(max_length=2000)] = ""
     pipeline: PipelineKind

@@ -7,6 +7,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from imagen.kit.inputs import Line
+
 
 class WorkflowOut(BaseModel):
     """A workflow version as clients see it (`Workflow.public_schema()`)."""
@@ -23,7 +25,7 @@ class WorkflowOut(BaseModel):
 class PresetCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(min_length=1, max_length=100)
+    name: Line = Field(min_length=1, max_length=100)
     workflow: str = Field(min_length=1, max_length=64)
     params: dict[str, Any] = Field(default_factory=dict, description="some of the workflow's parameters")
 

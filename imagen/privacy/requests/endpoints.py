@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, status
+from fastapi import APIRouter, Query, Request, status
 from fastapi.responses import JSONResponse
 
 from imagen.kit.config import Settings
-from imagen.kit.http import AdminUser, CurrentUser, OptionalPrincipalDep, SessionDep, SettingsDep
+from imagen.kit.http import AdminUser, CurrentUser, OptionalPrincipalDep, SessionDep, SettingsDep, limit_sender
 from imagen.mail.http import OutboxDep
 from imagen.privacy.requests.models import PrivacyRequest
 from imagen.privacy.requests.pages import router as pages_router
@@ -66,7 +66,8 @@ def my_out(req: PrivacyRequest) -> MyPrivacyRequestOut:
 
 @api.post("/privacy-requests", status_code=status.HTTP_201_CREATED, response_model=PublicRequestOut)
 def submit_request(data: PublicRequestCreate, principal: OptionalPrincipalDep, session: SessionDep,
-                   settings: SettingsDep, outbox: OutboxDep) -> PublicRequestOut:
+                   settings: SettingsDep, outbox: OutboxDep, request: Request) -> PublicRequestOut:
+    limit_sender(request, "privacy-request", email=data.email)
     req = privacy_request_service.submit(session, outbox=outbox, settings=settings, email=data.email,
                                          kind=data.kind, details=data.details,
                                          signed_in=principal.user if principal else None)

@@ -21,6 +21,7 @@ from imagen.accounts.service import account_service
 from imagen.kit.config import Settings
 from imagen.kit.db import utcnow
 from imagen.kit.errors import Conflict, NotFound, TooManyRequests, field_error
+from imagen.kit.inputs import normalize_email
 from imagen.mail.outbox import Outbox
 from imagen.notifications.service import notification_service
 from imagen.privacy.requests import mails
@@ -77,7 +78,7 @@ class PrivacyRequestService:
     def submit(self, session: Session, *, outbox: Outbox, settings: Settings, email: str, kind: str, details: str,
                signed_in: User | None = None) -> PrivacyRequest:
         """The public form. A signed-in account holder asking about their own address is verified at once."""
-        email = email.strip().lower()
+        email = normalize_email(email)
         now = utcnow()
         recent = session.scalar(select(func.count()).select_from(PrivacyRequest).where(
             PrivacyRequest.email == email, PrivacyRequest.channel == "web_form",
@@ -106,7 +107,7 @@ class PrivacyRequestService:
         received_at = received_at or now
         if received_at > now + timedelta(minutes=5):
             raise field_error("received_at", "must not be in the future")
-        req = self._create(session, settings=settings, email=email.strip().lower(), kind=kind, details=details,
+        req = self._create(session, settings=settings, email=normalize_email(email), kind=kind, details=details,
                            channel=channel, received_at=received_at, actor="admin", actor_id=admin.id,
                            received_by_id=admin.id)
         if send_code:
