@@ -63,6 +63,8 @@ def create_app(settings: Settings | None = None, *, run_migrations: bool = True,
                 session, version=settings.policy_version, text=render_policy(settings, session=session))
         app.state.db = db
         app.state.blobs = make_blob_store(settings)
+        # Temp files of uploads cut off by a crash: no live upload stays silent for the idle timeout.
+        app.state.blobs.clean_staging(settings.upload_idle_timeout_seconds)
         # One hash matcher per app, found by the upload paths and the worker through the engine; the quarantine.
         app.state.safety = safety_checks.install(db, app.state.blobs, settings)
         app.state.runtime = runtime or Runtime(
@@ -72,7 +74,9 @@ def create_app(settings: Settings | None = None, *, run_migrations: bool = True,
         app.state.signals = GenerationSignals()
         app.state.signals.bind(asyncio.get_running_loop())
         app.state.executor = LocalExecutor(db, app.state.runtime, app.state.blobs,
-                                           on_change=app.state.signals.notify)
+                                           on_change=app.state.signals.notify,
+                                           job_timeout_seconds=settings.job_timeout_seconds,
+                                           stale_seconds=settings.job_stale_seconds)
         if settings.worker_autostart:
             app.state.executor.start()
         app.state.retention = RetentionScheduler(db, app.state.blobs, settings)

@@ -35,7 +35,8 @@ async def upload_asset(request: Request, response: Response, user: CurrentUser, 
                        settings: SettingsDep) -> AssetOut:
     """Upload a checkpoint or LoRA (.safetensors) or a reference image (PNG/JPEG/WebP), streamed to disk."""
     blobs, limits = request.app.state.blobs, UploadLimits.from_settings(settings)
-    upload = await receive_upload(request, user=user, limits=limits, staging=blobs.staging_dir())
+    upload = await receive_upload(request, user=user, limits=limits, staging=blobs.staging_dir(),
+                                  idle_timeout=settings.upload_idle_timeout_seconds)
     asset, created = await run_in_threadpool(
         lambda: asset_service.add_file(session, user=user, staged=upload.staged, kind=upload.kind, blobs=blobs,
                                        limits=limits, public=upload.public))

@@ -41,7 +41,8 @@ def submit_generation(data: GenerationCreate, user: CurrentUser, session: Sessio
     gen = generation_service.submit(
         session, user=user, workflow_name=data.workflow, params=data.params, preset_id=data.preset,
         checkpoints=state.runtime.checkpoints, blobs=state.blobs, max_queued=settings.max_queued_per_user,
-        enqueue=state.executor.submit,
+        enqueue=state.executor.submit, max_job_cost=settings.max_job_cost,
+        max_queued_cost=settings.max_queued_cost_per_user,
     )
     return generation_out(gen)
 
