@@ -32,6 +32,7 @@ from imagen.kit.errors import (
     UnsupportedMediaType,
     field_error,
 )
+from imagen.kit.locks import lock_row
 from imagen.kit.scoped import get_owned, owned
 from imagen.storage import BlobStore
 
@@ -181,6 +182,10 @@ class AssetService:
         limit, why = limits.per_file(checked.kind)
         if kind is None and staged.size > limit:
             raise PayloadTooLarge(f"The file is {human_bytes(staged.size)}, more than {why}.")
+        if limits.quota_bytes is not None:
+            # One store per user at a time from this check to the commit: simultaneous uploads cannot all fit in
+            # what is left of the quota (each would count only the others already committed).
+            lock_row(session, User.id, user.id, touch=User.role)
         existing = self._find(session, user.id, checked.sha256)
         if existing is not None:
             return self._existing(existing, public), False

@@ -3,15 +3,20 @@
 Model files are gigabytes, so the request body is parsed as it arrives (python-multipart's streaming parser), never
 held in memory nor spooled by Starlette first. The file part is written to a temp file in the blob store's staging
 folder (so storing it later is a rename) and the upload is refused with 413 as soon as it passes the per-file limit
-or the user's remaining quota. Parsing and hashing run in a worker thread, in batches, off the event loop.
+or the user's remaining quota. Parsing and hashing run in a worker thread, in batches, off the event loop. An
+upload that sends nothing for the idle timeout is stopped (408); on any end but success, including the client
+going away, the temp file is deleted.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import os
 import re
 import tempfile
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -32,7 +37,14 @@ from imagen.assets.service import (
     human_bytes,
 )
 from imagen.kit.db import Database
-from imagen.kit.errors import BadRequest, Forbidden, PayloadTooLarge, UnsupportedMediaType, field_error
+from imagen.kit.errors import (
+    BadRequest,
+    Forbidden,
+    PayloadTooLarge,
+    ServiceError,
+    UnsupportedMediaType,
+    field_error,
+)
 
 BATCH_BYTES = 1 << 20  # hand the parser about 1 MiB at a time (one thread hop per batch)
 FORM_SLACK_BYTES = 64 * 1024  # boundaries, part headers and the small fields around the file
@@ -42,6 +54,10 @@ FIELDS = ("kind", "public")
 TRUE, FALSE = {"true", "1", "on", "yes"}, {"false", "0", "off", "no", ""}
 
 _PARAM = re.compile(r';\s*([!#$%&\'*+.^_`|~0-9A-Za-z-]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^;]*)')
+
+
+class UploadTimedOut(ServiceError):
+    status_code = 408
 
 
 @dataclass
@@ -217,7 +233,8 @@ def _write(parser: MultipartParser, data: bytes) -> None:
         raise BadRequest(f"The multipart body is malformed: {exc}") from None
 
 
-async def receive_upload(request: Request, *, user: User, limits: UploadLimits, staging: Path) -> ReceivedUpload:
+async def receive_upload(request: Request, *, user: User, limits: UploadLimits, staging: Path,
+                         idle_timeout: float = 60.0) -> ReceivedUpload:
     """Parse `multipart/form-data` (kind, file, public) from the request stream into a staged file."""
     content_type, options = parse_options_header(request.headers.get("content-type"))
     boundary = options.get(b"boundary")
@@ -235,11 +252,12 @@ async def receive_upload(request: Request, *, user: User, limits: UploadLimits, 
             raise PayloadTooLarge(f"The upload is {human_bytes(int(declared))}, more than {why}.")
 
     receiver = _FormReceiver(staging=staging, limits=limits, used=used, may_publish=user.is_admin)
+    stream = request.stream()
     try:
         parser = MultipartParser(boundary, receiver.callbacks())
         batch: list[bytes] = []
         batched = total = 0
-        async for chunk in request.stream():
+        while (chunk := await _next_chunk(stream, idle_timeout)) is not None:
             total += len(chunk)
             if total > most + FORM_SLACK_BYTES:  # no Content-Length (chunked), or a body beyond the file
                 raise PayloadTooLarge(f"The upload is larger than {why}; the upload was stopped.")
@@ -252,6 +270,19 @@ async def receive_upload(request: Request, *, user: User, limits: UploadLimits, 
             await run_in_threadpool(_write, parser, b"".join(batch))
         parser.finalize()
         return receiver.finish()
-    except BaseException:
+    except BaseException:  # refused, timed out, or the client went away (ClientDisconnect): nothing stays
         receiver.discard()
         raise
+    finally:
+        with contextlib.suppress(Exception):
+            await stream.aclose()
+
+
+async def _next_chunk(stream: AsyncGenerator[bytes, None], idle_timeout: float) -> bytes | None:
+    try:
+        return await asyncio.wait_for(anext(stream), idle_timeout)
+    except StopAsyncIteration:
+        return None
+    except TimeoutError:
+        raise UploadTimedOut(f"The upload sent nothing for {idle_timeout:g} s and was stopped; send it again.") \
+            from None

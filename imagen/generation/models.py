@@ -35,6 +35,8 @@ class Generation(IdMixin, CreatedMixin, Base):
     input_blob_key: Mapped[str | None] = mapped_column(String(300))
     mask_blob_key: Mapped[str | None] = mapped_column(String(300))
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # When the worker running it last reported (progress or its heartbeat); the watchdog ends jobs gone silent.
+    heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
     outputs: Mapped[list[Output]] = relationship(

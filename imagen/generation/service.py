@@ -11,18 +11,20 @@ from datetime import datetime
 from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import Session
 
 from imagen.accounts.models import User
 from imagen.consent.service import consent_service
-from imagen.generation.models import ACTIVE_STATUSES, Generation, Output
+from imagen.generation.limits import check_job_cost
+from imagen.generation.models import ACTIVE_STATUSES, FINAL_STATUSES, Generation, Output
 from imagen.generation.queue import FairQueue, QueuedJob
 from imagen.generation.resolve import resolve_image, resolve_models
 from imagen.inference.checkpoints import CheckpointRegistry
 from imagen.inference.spec import ImageResult
 from imagen.kit.db import new_id, run_after_commit, run_after_rollback, utcnow
 from imagen.kit.errors import Conflict, TooManyRequests, Unprocessable, field_error
+from imagen.kit.locks import lock_row
 from imagen.kit.scoped import get_owned, owned
 from imagen.storage import BlobStore
 from imagen.workflows.library import UnknownWorkflow
@@ -60,6 +62,7 @@ class GenerationService:
     def submit(
         self, session: Session, *, user: User, workflow_name: str, params: dict[str, Any], preset_id: str | None,
         checkpoints: CheckpointRegistry, blobs: BlobStore, max_queued: int, enqueue: Callable[[str], None],
+        max_job_cost: int = 0, max_queued_cost: int = 0,
     ) -> Generation:
         try:
             workflow = workflow_service.get(session, workflow_name)
@@ -81,12 +84,16 @@ class GenerationService:
         screen_prompt(session, user_id=user.id, prompt=clean.get("prompt", ""),
                       negative_prompt=clean.get("negative_prompt", ""))
         models = resolve_models(session, user=user, workflow=workflow, params=clean, checkpoints=checkpoints)
-        active = session.scalar(
-            select(func.count()).select_from(Generation)
+        # One submit per user at a time from here to the commit, so simultaneous submits cannot pass the limits.
+        lock_row(session, User.id, user.id, touch=User.role)
+        active = session.execute(
+            select(Generation.pipeline, Generation.params)
             .where(Generation.user_id == user.id, Generation.status.in_(ACTIVE_STATUSES))
-        ) or 0
-        if active >= max_queued:
-            raise TooManyRequests(f"You already have {active} queued or running generations; wait for some")
+        ).tuples().all()
+        if len(active) >= max_queued:
+            raise TooManyRequests(f"You already have {len(active)} queued or running generations; wait for some")
+        check_job_cost(pipeline=workflow.pipeline, params=clean, active=active, max_job_cost=max_job_cost,
+                       max_queued_cost=max_queued_cost)
 
         if clean["seed"] == -1:
             clean["seed"] = secrets.randbelow(MAX_SEED + 1)
@@ -178,7 +185,7 @@ class GenerationService:
             return None
         claimed = session.execute(
             update(Generation).where(Generation.id == job.id, Generation.status == "queued")
-            .values(status="running", started_at=utcnow(), progress=0.0)
+            .values(status="running", started_at=utcnow(), heartbeat_at=utcnow(), progress=0.0)
         ).rowcount
         if not claimed:  # another worker took it first
             return None
@@ -195,12 +202,57 @@ class GenerationService:
             self._drop_transient_input(session, gen, blobs)
         return len(interrupted)
 
+    def drop_leftover_inputs(self, session: Session, *, blobs: BlobStore) -> int:
+        """Transient inputs of jobs that already ended (the process died between the commit and the delete).
+
+        Inputs without a row are left to the retention run: their submit may not have committed yet."""
+        by_gen: dict[str, list[str]] = {}
+        for key in blobs.keys("inputs/"):
+            parts = key.split("/")
+            if len(parts) == 4:
+                by_gen.setdefault(parts[2], []).append(key)
+        ended = set(session.scalars(select(Generation.id).where(
+            Generation.id.in_(list(by_gen)), Generation.status.in_(FINAL_STATUSES)))) if by_gen else set()
+        keys = [key for gen_id in ended for key in by_gen[gen_id]]
+        for key in keys:
+            run_after_commit(session, blobs.delete, key)
+        return len(keys)
+
+    def heartbeat(self, session: Session, *, generation_ids: Collection[str]) -> None:
+        """The worker running these jobs is alive (the watchdog leaves them alone)."""
+        if generation_ids:
+            session.execute(update(Generation).where(
+                Generation.id.in_(list(generation_ids)), Generation.status == "running").values(heartbeat_at=utcnow()))
+
+    def end_abandoned(self, session: Session, *, silent_since: datetime, started_before: datetime | None,
+                      timeout_seconds: float, blobs: BlobStore) -> list[str]:
+        """The watchdog: end running jobs whose worker stopped reporting before `silent_since`, or that started
+        before `started_before` (past the time limit, wherever they run). A job the user asked to cancel ends
+        canceled, the others failed, saying why."""
+        abandoned = or_(Generation.heartbeat_at < silent_since,
+                        and_(Generation.heartbeat_at.is_(None), Generation.started_at < silent_since))
+        if started_before is not None:  # a job stuck inside a step never checks its own deadline
+            abandoned = or_(abandoned, Generation.started_at < started_before)
+        query = select(Generation).where(Generation.status == "running", abandoned)
+        ended = []
+        for gen in session.scalars(query.with_for_update(skip_locked=True)):
+            if gen.cancel_requested:
+                status, error = "canceled", None
+            elif started_before is not None and gen.started_at is not None and gen.started_at < started_before:
+                status, error = "failed", f"Timed out after {timeout_seconds:g} s (the server's limit per job)"
+            else:
+                status, error = "failed", "The worker running this job stopped reporting; submit it again"
+            gen.status, gen.error, gen.finished_at = status, error, utcnow()
+            self._drop_transient_input(session, gen, blobs)
+            ended.append(gen.id)
+        return ended
+
     def record_progress(self, session: Session, *, generation_id: str, progress: float) -> bool:
         """Store progress; returns whether the job should stop (canceled or deleted)."""
         gen = session.get(Generation, generation_id)
         if gen is None or gen.cancel_requested:
             return True
-        gen.progress = progress
+        gen.progress, gen.heartbeat_at = progress, utcnow()
         return False
 
     def complete(self, session: Session, *, generation_id: str, images: list[ImageResult],
@@ -243,7 +295,7 @@ class GenerationService:
             self.finish_unsuccessfully(session, generation_id=generation_id, status="canceled", error=None,
                                        blobs=blobs)
             return "canceled"
-        gen.status, gen.progress, gen.started_at = "queued", 0.0, None
+        gen.status, gen.progress, gen.started_at, gen.heartbeat_at = "queued", 0.0, None, None
         return "requeued"
 
     def _drop_transient_input(self, session: Session, gen: Generation, blobs: BlobStore) -> None:

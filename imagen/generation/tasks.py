@@ -1,10 +1,20 @@
-"""Running one claimed generation through the runtime. Takes IDs, safe to run twice."""
+"""Running one claimed generation through the runtime. Takes IDs, safe to run twice.
+
+Every job reaches a final state: storing the outputs and recording the end are retried a few times (a full or
+read-only blob store, a database that went away), then the job fails saying why; the end itself, when even that
+cannot be written, goes to `unrecorded` (the executor writes it once the database is back). A job past its time limit
+is stopped at the next step and fails.
+"""
 
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Callable
+from typing import TypeVar
+
+from sqlalchemy.exc import SQLAlchemyError
 
 from imagen.generation.models import Generation
 from imagen.generation.resolve import refs_from_record
@@ -17,6 +27,44 @@ from imagen.storage import BlobNotFound, BlobStore
 log = logging.getLogger(__name__)
 
 PROGRESS_WRITE_INTERVAL = 0.25  # seconds between progress rows; the SSE stream polls at this rate
+FINISH_RETRY_DELAYS = (0.5, 1.0, 2.0, 4.0)  # seconds between attempts at storing outputs or recording an end
+
+Unrecorded = Callable[[str, str, "str | None"], None]  # (generation id, final status, error)
+T = TypeVar("T")
+
+
+def _log_unrecorded(generation_id: str, status: str, error: str | None) -> None:
+    log.error("generation %s: could not record its end (%s: %s); the watchdog will end it", generation_id, status,
+              error)
+
+
+class _GaveUp(Exception):
+    def __init__(self, cause: BaseException) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
+
+
+def _with_retries(generation_id: str, what: str, work: Callable[[], T]) -> T:
+    """Run `work` (one transaction) again after storage or database errors, a bounded number of times."""
+    cause: BaseException | None = None
+    for attempt, delay in enumerate((0.0, *FINISH_RETRY_DELAYS), start=1):
+        time.sleep(delay)
+        try:
+            return work()
+        except (OSError, SQLAlchemyError) as exc:
+            cause = exc
+            log.warning("generation %s: could not %s (attempt %d): %s", generation_id, what, attempt,
+                        str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+    assert cause is not None
+    raise _GaveUp(cause)
+
+
+def failure_reason(exc: BaseException, doing: str = "store the outputs") -> str:
+    """What the user reads when storage or the database failed (the cause, never a server path)."""
+    if isinstance(exc, OSError):
+        why = os.strerror(exc.errno) if exc.errno else type(exc).__name__
+        return f"Could not {doing} ({why}); submit it again later"
+    return f"Could not {doing}: the database was unavailable; submit it again"
 
 
 def load_spec(db: Database, blobs: BlobStore, generation_id: str) -> JobSpec | None:
@@ -39,66 +87,101 @@ def execute_generation(
     db: Database, runtime: Runtime, blobs: BlobStore, generation_id: str,
     is_canceled: Callable[[str], bool] = lambda _id: False,
     changed: Callable[[str], None] = lambda _id: None,
+    *, timeout_seconds: float = 0.0, unrecorded: Unrecorded = _log_unrecorded,
 ) -> str:
-    """Run a generation the worker has claimed; returns its final status. `changed` is told after each commit."""
+    """Run a generation the worker has claimed; returns its final status. `changed` is told after each commit;
+    `timeout_seconds` (0: none) stops it at the next step once it has run that long."""
     try:
-        return _execute(db, runtime, blobs, generation_id, is_canceled, changed)
+        return _Job(db, runtime, blobs, generation_id, is_canceled, changed, timeout_seconds, unrecorded).run()
     finally:
         changed(generation_id)
 
 
-def _execute(
-    db: Database, runtime: Runtime, blobs: BlobStore, generation_id: str,
-    is_canceled: Callable[[str], bool], changed: Callable[[str], None],
-) -> str:
-    try:
-        spec = load_spec(db, blobs, generation_id)
-    except BlobNotFound:
-        spec = None
-        with db.transaction() as session:
-            generation_service.finish_unsuccessfully(
-                session, generation_id=generation_id, status="failed",
-                error="The input image is no longer available", blobs=blobs)
-        return "failed"
-    if spec is None:
-        return "skipped"
+class _Job:
+    def __init__(self, db: Database, runtime: Runtime, blobs: BlobStore, generation_id: str,
+                 is_canceled: Callable[[str], bool], changed: Callable[[str], None], timeout_seconds: float,
+                 unrecorded: Unrecorded) -> None:
+        self.db, self.runtime, self.blobs, self.id = db, runtime, blobs, generation_id
+        self.is_canceled, self.changed, self.unrecorded = is_canceled, changed, unrecorded
+        self.timeout = timeout_seconds
+        self.deadline = time.monotonic() + timeout_seconds if timeout_seconds > 0 else None
+        self.last_write = 0.0
+        self.stop = self.timed_out = self.progress_lost = False
 
-    last_write = 0.0
-    stop = False
-
-    def on_progress(step: int, total: int) -> None:
-        nonlocal last_write, stop
-        now = time.monotonic()
-        if now - last_write >= PROGRESS_WRITE_INTERVAL or step == total:
-            last_write = now
-            with db.transaction() as session:
-                stop = generation_service.record_progress(
-                    session, generation_id=generation_id, progress=round(step / total, 4))
-            changed(generation_id)
-
-    def should_cancel() -> bool:
-        return stop or is_canceled(generation_id)
-
-    try:
-        result = runtime.run(spec, on_progress=on_progress, should_cancel=should_cancel)
-    except JobCanceled:
-        with db.transaction() as session:
+    def run(self) -> str:
+        try:
+            spec = load_spec(self.db, self.blobs, self.id)
+        except BlobNotFound:
+            return self.finish("failed", "The input image is no longer available")
+        except Exception as exc:  # the blob store or the database failing before anything ran
+            log.exception("generation %s could not start", self.id)
+            return self.finish("failed", failure_reason(exc, "start the job"))
+        if spec is None:
+            return "skipped"
+        try:
+            result = self.runtime.run(spec, on_progress=self.on_progress, should_cancel=self.should_cancel)
+        except JobCanceled:
+            if self.timed_out:
+                return self.finish("failed", f"Timed out after {self.timeout:g} s (the server's limit per job)")
             # Stopped by the user, or by a worker shutting down: then it goes back in the queue.
-            return generation_service.stop_running(session, generation_id=generation_id, blobs=blobs)
-    except (CheckpointMismatch, ModelLoadError) as exc:
-        return _finish(db, blobs, generation_id, "failed", str(exc))
-    except BlobNotFound:
-        return _finish(db, blobs, generation_id, "failed", "A model file this job uses was deleted before it ran")
-    except Exception as exc:
-        log.exception("generation %s failed", generation_id)
-        return _finish(db, blobs, generation_id, "failed", f"Generation failed: {type(exc).__name__}")
+            try:
+                return _with_retries(self.id, "stop it", self._stop_running)
+            except _GaveUp:
+                return self.finish("failed", "Stopped, and the database was unavailable to requeue it")
+        except (CheckpointMismatch, ModelLoadError) as exc:
+            return self.finish("failed", str(exc))
+        except BlobNotFound:
+            return self.finish("failed", "A model file this job uses was deleted before it ran")
+        except Exception as exc:
+            log.exception("generation %s failed", self.id)
+            return self.finish("failed", f"Generation failed: {type(exc).__name__}")
 
-    with db.transaction() as session:
-        done = generation_service.complete(
-            session, generation_id=generation_id, images=result.images, signals=result.signals, blobs=blobs)
-    if done:
-        return "failed" if done == "blocked" else "succeeded"
-    return _finish(db, blobs, generation_id, "canceled", None)
+        try:
+            done = _with_retries(self.id, "store the outputs", lambda: self._complete(result.images, result.signals))
+        except _GaveUp as gave_up:
+            return self.finish("failed", failure_reason(gave_up.cause))
+        if done:
+            return "failed" if done == "blocked" else "succeeded"
+        return self.finish("canceled", None)
+
+    def on_progress(self, step: int, total: int) -> None:
+        now = time.monotonic()
+        if now - self.last_write < PROGRESS_WRITE_INTERVAL and step != total:
+            return
+        self.last_write = now
+        try:
+            with self.db.transaction() as session:
+                self.stop = generation_service.record_progress(
+                    session, generation_id=self.id, progress=round(step / total, 4))
+        except SQLAlchemyError as exc:  # the database is away: keep computing, the end is retried when it comes
+            if not self.progress_lost:
+                log.warning("generation %s: progress not recorded: %s", self.id, str(exc).splitlines()[0])
+            self.progress_lost = True
+            return
+        self.changed(self.id)
+
+    def should_cancel(self) -> bool:
+        if self.stop or self.is_canceled(self.id):
+            return True
+        if self.deadline is not None and time.monotonic() >= self.deadline:
+            self.timed_out = True
+        return self.timed_out
+
+    def _complete(self, images: list, signals: dict) -> bool | str:
+        with self.db.transaction() as session:
+            return generation_service.complete(
+                session, generation_id=self.id, images=images, signals=signals, blobs=self.blobs)
+
+    def _stop_running(self) -> str:
+        with self.db.transaction() as session:
+            return generation_service.stop_running(session, generation_id=self.id, blobs=self.blobs)
+
+    def finish(self, status: str, error: str | None) -> str:
+        try:
+            _with_retries(self.id, "record its end", lambda: _finish(self.db, self.blobs, self.id, status, error))
+        except _GaveUp:
+            self.unrecorded(self.id, status, error)
+        return status
 
 
 def _finish(db: Database, blobs: BlobStore, generation_id: str, status: str, error: str | None) -> str:

@@ -61,11 +61,20 @@ class Settings(BaseSettings):
     device: str | None = None  # "cuda", "cpu"; auto when unset
     model_cache_bytes: int = 8 * 1024**3
     max_queued_per_user: int = 50
+    # Jobs always end (imagen/generation/tasks.py, executors/local.py). Cost = pixels x steps x images, every pass.
+    job_timeout_seconds: float = Field(default=900.0, ge=0, description="a running job is stopped after this; 0: none")
+    job_stale_seconds: float = Field(default=60.0, gt=0, description="a running job whose worker stays silent this "
+                                     "long is ended by the watchdog")
+    max_job_cost: int = Field(default=2048 * 2048 * 50, ge=0, description="pixels x steps x batch of one job; 0: none")
+    max_queued_cost_per_user: int = Field(default=4 * 2048 * 2048 * 50, ge=0,
+                                          description="total cost of one user's queued and running jobs; 0: none")
 
     # Uploads (assets)
     max_model_upload_bytes: int = 8 * 1024**3
     max_image_upload_bytes: int = 20 * 1024**2
     user_storage_quota_bytes: int = 20 * 1024**3
+    upload_idle_timeout_seconds: float = Field(default=60.0, gt=0, description="an upload that sends nothing for "
+                                               "this long is stopped (408) and its temp file deleted")
 
     # Operator details that fill the published policy's placeholders. The defaults are visibly unset (and
     # `.invalid` can never be someone's real domain): refused with IMAGEN_ENV=production, flagged otherwise.

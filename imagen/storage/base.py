@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import tempfile
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from pathlib import Path
@@ -36,6 +38,11 @@ class BlobStore(ABC):
         path.mkdir(parents=True, exist_ok=True)
         return path
 
+    def clean_staging(self, older_than: float) -> int:
+        """Delete staging files not written to for `older_than` seconds (uploads cut off by a crash); returns how
+        many went. A live upload writes more often than that, or is stopped by its idle timeout."""
+        return remove_unwritten(self.staging_dir(), older_than)
+
     @abstractmethod
     def open_stream(self, key: str, chunk_size: int = 1 << 20) -> Iterator[bytes]: ...
 
@@ -51,3 +58,15 @@ class BlobStore(ABC):
 
     @abstractmethod
     def keys(self, prefix: str = "") -> Iterator[str]: ...
+
+
+def remove_unwritten(folder: Path, older_than: float) -> int:
+    """Delete the files directly in `folder` not modified for `older_than` seconds; returns how many."""
+    cutoff = time.time() - older_than
+    removed = 0
+    for stale in folder.iterdir():
+        with contextlib.suppress(OSError):  # gone meanwhile, or not ours to delete
+            if stale.is_file() and stale.stat().st_mtime < cutoff:
+                stale.unlink()
+                removed += 1
+    return removed

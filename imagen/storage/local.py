@@ -1,18 +1,16 @@
 from __future__ import annotations
 
-import contextlib
 import errno
 import os
 import shutil
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from imagen.storage.base import BlobNotFound, BlobStore
+from imagen.storage.base import BlobNotFound, BlobStore, remove_unwritten
 
 STAGING = ".staging"
-STALE_STAGING_SECONDS = 24 * 3600
+STALE_STAGING_SECONDS = 3600  # nothing legitimate stays in staging an hour unwritten
 
 
 class LocalBlobStore(BlobStore):
@@ -68,12 +66,8 @@ class LocalBlobStore(BlobStore):
     def staging_dir(self) -> Path:
         path = self.root / STAGING
         path.mkdir(exist_ok=True)
-        # Uploads cut off by a crash leave temp files behind; nothing legitimate stays here for a day.
-        cutoff = time.time() - STALE_STAGING_SECONDS
-        for stale in path.iterdir():
-            with contextlib.suppress(OSError):
-                if stale.is_file() and stale.stat().st_mtime < cutoff:
-                    stale.unlink()
+        # Uploads cut off by a crash leave temp files behind (the server's start removes them sooner).
+        remove_unwritten(path, STALE_STAGING_SECONDS)
         return path
 
     def open_stream(self, key: str, chunk_size: int = 1 << 20) -> Iterator[bytes]:
