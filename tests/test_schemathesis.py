@@ -7,7 +7,6 @@ a few examples per operation, so a backend's run stays within a couple of minute
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import schemathesis
@@ -69,5 +68,5 @@ def _node_id_for_schemathesis(request: pytest.FixtureRequest) -> None:
 
 
 @schema.parametrize()
-def test_api_conforms(case, admin_key: str, tmp_path: Path) -> None:
+def test_api_conforms(case, admin_key: str) -> None:
     case.call_and_validate(headers={"Authorization": f"Bearer {admin_key}"})
