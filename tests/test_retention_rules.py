@@ -1,0 +1,224 @@
+"""Retention rules (policy §7) one by one, without the app: what each plan line says, the first clock that is set,
+holds with their own end, columns emptied instead of rows deleted, more rows than one batch, tables a rule cannot
+handle, expired export files, stray inputs, and the scheduler. Written from the mutation run of
+imagen/privacy/retention.py (docs/privacy.md, "Mutation testing"); test_retention.py covers the app's paths.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import threading
+from collections.abc import Iterator
+from datetime import date, timedelta
+
+import pytest
+from sqlalchemy import Column, Integer, MetaData, String, Table, func, insert, select
+
+from imagen.accounts.models import SecurityEvent, User
+from imagen.kit.db import Database, new_id, utcnow
+from imagen.privacy import retention
+from imagen.privacy.datamap import DATA_MAP, Period
+from imagen.privacy.models import Erasure, Export
+from imagen.privacy.retention import RetentionScheduler, Rule, retention_service
+from imagen.storage.local import LocalBlobStore
+
+DAY = timedelta(days=1)
+
+
+@pytest.fixture
+def db(database_url: str) -> Iterator[Database]:
+    database = Database(database_url)
+    yield database
+    database.dispose()
+
+
+@pytest.fixture
+def blobs(tmp_path) -> LocalBlobStore:
+    return LocalBlobStore(tmp_path / "blobs")
+
+
+def add_user(db: Database) -> str:
+    with db.transaction() as s:
+        user = User(email=f"{new_id()}@example.com", password_hash="!", date_of_birth=date(1990, 1, 1),
+                    country="GB")
+        s.add(user)
+        s.flush()
+        return user.id
+
+
+def item(name: str):
+    return next(i for i in DATA_MAP if i.name == name)
+
+
+def test_every_plan_line_names_its_setting_period_cutoff_and_what_goes(db, settings):
+    now = utcnow()
+    with db.transaction() as s:
+        plan = {(p.name, p.what): p for p in retention_service.plan(s, settings=settings, now=now)}
+    for rule in retention.rules():
+        days = getattr(settings, rule.setting)
+        what = rule.item.period.what if rule.kind == "period" else (
+            f"{rule.item.description} kept as a legal hold, once the hold ends")
+        line = plan[(rule.item.name, what)]
+        assert (line.category, line.setting, line.period, line.cutoff, line.skipped) == (
+            rule.item.category, f"IMAGEN_{rule.setting.upper()}", f"{days} days", now - timedelta(days=days), None)
+    exports = next(p for p in plan.values() if p.category == "exports" and p.name is None)
+    assert (exports.what, exports.setting, exports.period, exports.cutoff) == (
+        "ZIP files of exports whose download link has expired", "IMAGEN_EXPORT_EXPIRY_DAYS",
+        "until the link expires", now)
+
+
+def test_rules_are_the_data_maps_periods_then_holds_in_its_order():
+    expected = [(i.name, kind) for i in DATA_MAP if i.table for kind in ("period", "hold") if getattr(i, kind)]
+    assert [(r.item.name, r.kind) for r in retention.rules()] == expected
+    rule = Rule(item("erasure_requests"), "hold")
+    assert rule.setting == "retention_erasure_log_days"
+    assert Rule(item("security_events"), "period").setting == "retention_security_log_days"
+
+
+def test_more_rows_than_one_batch_all_go_and_the_total_adds_up(db, settings, blobs):
+    uid = add_user(db)
+    old = utcnow() - timedelta(days=settings.retention_security_log_days + 1)
+    with db.transaction() as s:
+        s.execute(insert(SecurityEvent), [{"id": new_id(), "user_id": uid, "kind": "login", "created_at": old}
+                                          for _ in range(retention.CHUNK * 2 + 3)])
+        s.add(SecurityEvent(user_id=uid, kind="login"))
+    with db.transaction() as s:
+        purges = retention_service.run(s, settings=settings, blobs=blobs)
+    assert next(p for p in purges if p.name == "security_events").count == retention.CHUNK * 2 + 3
+    assert retention_service.total(purges) == sum(p.count for p in purges) == retention.CHUNK * 2 + 3
+    with db.transaction() as s:
+        assert s.scalar(select(func.count()).select_from(SecurityEvent)) == 1
+
+
+def test_a_period_that_empties_columns_keeps_the_row(db, settings, blobs, monkeypatch):
+    base = item("security_events")
+    emptying = dataclasses.replace(base, period=Period(
+        setting="retention_security_log_days", what="addresses", blank=("ip_address", "user_agent")))
+    monkeypatch.setattr(retention, "rules", lambda: [Rule(emptying, "period")])
+    uid = add_user(db)
+    old = utcnow() - timedelta(days=settings.retention_security_log_days + 1)
+    with db.transaction() as s:
+        gone = SecurityEvent(user_id=uid, kind="login", ip_address="203.0.113.9", user_agent="Firefox",
+                             created_at=old)
+        kept = SecurityEvent(user_id=uid, kind="login", ip_address="203.0.113.10", user_agent="Safari")
+        s.add_all([gone, kept])
+    with db.transaction() as s:
+        assert [p.count for p in retention_service.plan(s, settings=settings) if p.name] == [1]
+        retention_service.run(s, settings=settings, blobs=blobs)
+    with db.transaction() as s:
+        emptied, untouched = s.get(SecurityEvent, gone.id), s.get(SecurityEvent, kept.id)
+        assert (emptied.kind, emptied.user_id, emptied.ip_address, emptied.user_agent) == ("login", uid, None, None)
+        assert (untouched.ip_address, untouched.user_agent) == ("203.0.113.10", "Safari")
+
+
+def test_a_table_a_rule_cannot_address_row_by_row_is_skipped_by_name(db, settings, monkeypatch):
+    real = retention._tables()
+    odd = Table("security_events", MetaData(), Column("a", Integer, primary_key=True),
+                Column("b", String(8), primary_key=True), Column("created_at", Integer))
+    monkeypatch.setattr(retention, "_tables", lambda: {**real, "security_events": odd})
+    with db.transaction() as s:
+        line = next(p for p in retention_service.plan(s, settings=settings) if p.name == "security_events")
+    assert (line.count, line.skipped) == (0, "security_events has no single-column primary key")
+
+
+def test_the_first_set_clock_or_the_rows_own_end_decides_a_hold(db, settings, blobs):
+    days = settings.retention_erasure_log_days
+    now, old, recent = utcnow(), utcnow() - timedelta(days=days + 1), utcnow() - DAY
+    cases = {  # (completed_at, canceled_at, hold_until) -> purged?
+        "completed long ago": ((old, None, None), True),
+        "canceled long ago": ((None, old, None), True),
+        "completed recently, canceled long ago": ((recent, old, None), False),  # the first set clock counts
+        "open": ((None, None, None), False),
+        "own end passed": ((recent, None, now - DAY), True),
+        "own end ahead": ((old, None, now + DAY), False),
+    }
+    ids = {}
+    with db.transaction() as s:
+        for name, ((completed, canceled, until), _) in cases.items():
+            row = Erasure(status="completed", subject_email_hash="e", subject_id_hash="i", due_at=old,
+                          completed_at=completed, canceled_at=canceled, hold_until=until)
+            s.add(row)
+            s.flush()
+            ids[name] = row.id
+    with db.transaction() as s:
+        line = next(p for p in retention_service.run(s, settings=settings, blobs=blobs, now=now)
+                    if p.name == "erasure_requests")
+        assert line.count == 3
+    with db.transaction() as s:
+        for name, (_, purged) in cases.items():
+            assert (s.get(Erasure, ids[name]) is None) == purged, name
+
+
+def test_expired_export_files_are_counted_and_go_only_on_a_real_run(db, settings, blobs):
+    uid, now = add_user(db), utcnow()
+    with db.transaction() as s:
+        expired = Export(user_id=uid, status="ready", blob_key=f"exports/{uid}/a.zip", expires_at=now - DAY)
+        fileless = Export(user_id=uid, status="ready", blob_key=None, expires_at=now - DAY)
+        valid = Export(user_id=uid, status="ready", blob_key=f"exports/{uid}/b.zip", expires_at=now + DAY)
+        pending = Export(user_id=uid, status="pending", expires_at=None)
+        s.add_all([expired, fileless, valid, pending])
+    for key in (expired.blob_key, valid.blob_key):
+        blobs.put(key, b"zip")
+    with db.transaction() as s:
+        line = next(p for p in retention_service.run(s, settings=settings, blobs=blobs, now=now, dry_run=True)
+                    if p.category == "exports" and p.name is None)
+        assert (line.count, line.blobs) == (2, 1)
+    assert blobs.exists(expired.blob_key)
+    with db.transaction() as s:
+        assert s.get(Export, expired.id).status == "ready"
+        retention_service.run(s, settings=settings, blobs=blobs, now=now)
+    assert not blobs.exists(expired.blob_key) and blobs.exists(valid.blob_key)
+    with db.transaction() as s:
+        assert s.get(Export, expired.id).status == "expired" and s.get(Export, valid.id).status == "ready"
+
+
+def test_only_input_files_in_the_jobs_layout_are_treated_as_stray(db, settings, blobs):
+    gen = new_id()
+    stray = f"inputs/u1/{gen}/init_image.png"
+    other = [f"inputs/u1/{gen}/nested/init_image.png", "inputs/u1/not-a-job-id/init_image.png",
+             f"outputs/u1/{gen}/0.png"]
+    for key in (stray, *other):
+        blobs.put(key, b"x")
+    old = (utcnow() - timedelta(hours=settings.retention_orphan_input_hours + 1)).timestamp()
+    for key in (stray, *other):
+        os.utime(blobs.local_path(key), (old, old))
+    with db.transaction() as s:
+        dry = next(p for p in retention_service.run(s, settings=settings, blobs=blobs, dry_run=True)
+                   if p.category == "transient inputs")
+        assert (dry.count, dry.blobs, dry.setting) == (1, 1, "IMAGEN_RETENTION_ORPHAN_INPUT_HOURS")
+    assert blobs.exists(stray)
+    with db.transaction() as s:
+        retention_service.run(s, settings=settings, blobs=blobs)
+    assert not blobs.exists(stray) and all(blobs.exists(k) for k in other)
+
+
+def test_the_scheduler_waits_runs_and_survives_a_failed_run(db, settings, blobs, monkeypatch):
+    hourly = RetentionScheduler(db, blobs, settings.model_copy(update={"retention_interval_hours": 2}))
+    assert (hourly.interval, hourly.first_delay, hourly.runs) == (7200, 300.0, 0)
+    once = RetentionScheduler(db, blobs, settings)
+    purges = once.run_once()
+    assert once.runs == 1 and {p.name for p in purges if p.name} == {r.item.name for r in retention.rules()}
+
+    calls, ran_twice = [], threading.Event()
+
+    def flaky(self):
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("database went away")
+        ran_twice.set()
+        return []
+
+    monkeypatch.setattr(RetentionScheduler, "run_once", flaky)
+    fast = RetentionScheduler(db, blobs, settings.model_copy(update={"retention_interval_hours": 0.0001}),
+                              first_delay=0)
+    fast.start()
+    thread = fast._thread
+    fast.start()  # a second start keeps the one thread
+    assert fast._thread is thread and thread.daemon and thread.name == "imagen-retention"
+    try:
+        assert ran_twice.wait(20), "the run after a failure did not happen"
+    finally:
+        fast.stop()
+    assert fast._thread is None and not thread.is_alive()
+
