@@ -1,0 +1,256 @@
+"""Erasure and the residue scan one by one, without the app (policy §7, §8.1; architecture invariant 5): the account
+stops at once or after its grace period, who is due, the proof kept by salted hash, files deleted in batches, other
+users' references scrubbed, and what the scan searches for, where, and what it lets pass. Written from the
+mutation run of imagen/privacy/erasure.py and residue.py (docs/privacy.md, "Mutation testing");
+test_privacy_core.py covers the end-to-end paths.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import date, timedelta
+
+import pytest
+from sqlalchemy import func, select
+
+from imagen.accounts.models import ApiKey, LoginSession, SecurityEvent, User
+from imagen.generation.models import Generation, Output
+from imagen.kit.db import Database, new_id, utcnow
+from imagen.kit.errors import Conflict, NotFound
+from imagen.privacy import erasure as erasure_module
+from imagen.privacy.erasure import UNUSABLE_PASSWORD, erase_due, erase_user, erasure_service
+from imagen.privacy.models import Erasure
+from imagen.privacy.residue import MIN_LENGTH, Needles, needles_for, residue, scan, subject_hash
+from imagen.storage.local import LocalBlobStore
+
+DAY = timedelta(days=1)
+
+
+@pytest.fixture
+def db(database_url: str) -> Iterator[Database]:
+    database = Database(database_url)
+    yield database
+    database.dispose()
+
+
+@pytest.fixture
+def blobs(tmp_path) -> LocalBlobStore:
+    return LocalBlobStore(tmp_path / "blobs")
+
+
+def add_user(s, email: str = "Ada@Example.com") -> User:
+    user = User(email=email.lower(), password_hash="$argon2id$x", date_of_birth=date(1990, 1, 1), country="GB")
+    s.add(user)
+    s.flush()
+    return user
+
+
+def add_generation(s, user_id: str, status: str = "succeeded", models: list | None = None) -> Generation:
+    gen = Generation(id=new_id(), user_id=user_id, workflow="txt2img", workflow_version=1, pipeline="txt2img",
+                     params={"prompt": "a lighthouse"}, checkpoint="imagen-tiny", checkpoint_sha256="0" * 64,
+                     models=models or [], consent_model_improvement=False, status=status)
+    s.add(gen)
+    s.flush()
+    return gen
+
+
+# --- salted hashes and needles ---
+
+
+def test_subject_hash_is_keyed_and_ignores_case_and_spaces():
+    assert subject_hash("k1", " Ada@Example.com ") == subject_hash("k1", "ada@example.com")
+    assert subject_hash("k1", "ada@example.com") != subject_hash("k2", "ada@example.com")
+    assert len(subject_hash("k1", "x")) == 64 and subject_hash("k1", "x") != subject_hash("k1", "y")
+
+
+def test_needles_are_lowercased_hashed_and_skip_short_or_repeated_identifiers():
+    needles = needles_for(user_id="ABC123", email=" Ada@Example.COM ", secret="s",
+                          identifiers={"ip_address": ["203.0.113.9", "::1", "203.0.113.9"],
+                                       "user_agent": ["Firefox/1", "x" * MIN_LENGTH]})
+    assert (needles.user_id, needles.email) == ("abc123", "ada@example.com")
+    assert needles.terms == (
+        ("id", "abc123"), ("email", "ada@example.com"), ("id_hash", subject_hash("s", "abc123")),
+        ("email_hash", subject_hash("s", "ada@example.com")), ("ip_address", "203.0.113.9"),
+        ("user_agent", "firefox/1"), ("user_agent", "x" * MIN_LENGTH))
+    assert needles.kinds()["user_agent"] == ["firefox/1", "x" * MIN_LENGTH]
+    bare = needles_for(user_id=None, email="a@b.c", secret=None)
+    assert bare.terms == (("email", "a@b.c"),) and bare.user_id is None
+
+
+def test_scan_needs_something_to_look_for(db):
+    with pytest.raises(ValueError, match="give a user id or an email"):
+        scan(db.engine, None, needles=Needles(None, None, ()))
+
+
+# --- the scan ---
+
+
+def test_scan_finds_the_person_anywhere_and_lets_only_other_peoples_rows_keep_shared_identifiers(db, blobs,
+                                                                                                  settings):
+    with db.transaction() as s:
+        ada, bob = add_user(s), add_user(s, "bob@example.com")
+        for _ in range(7):
+            s.add(SecurityEvent(user_id=ada.id, kind="login", ip_address="203.0.113.9", user_agent="Firefox/1"))
+        s.add(SecurityEvent(user_id=bob.id, kind="login", ip_address="203.0.113.9", user_agent="Firefox/1"))
+        s.add(SecurityEvent(user_id=bob.id, kind="note", user_agent=f"mentions {ada.email.upper()}"))
+        ada_id, bob_id = ada.id, bob.id
+    blobs.put(f"outputs/{ada_id}/g/0.png", b"x")
+    blobs.put("misc/ada@example.com.txt", b"x")
+    with db.transaction() as s:
+        needles = erasure_module.gather(s, user_id=ada_id, secret="k")
+    assert ("ip_address", "203.0.113.9") in needles.terms and ("user_agent", "firefox/1") in needles.terms
+    found = {(f.store, f.where, f.needle): f for f in scan(db.engine, blobs, needles=needles, settings=settings)}
+    events = found[("database", "security_events.ip_address", "ip_address")]
+    assert events.count == 7 and len(events.samples) == 5 and not events.allowed  # bob's row is his
+    assert found[("database", "security_events.user_id", "id")].count == 7
+    assert found[("database", "security_events.user_agent", "email")].count == 1  # her email, in bob's row
+    assert found[("database", "users.email", "email")].samples == [ada_id]
+    assert ("blobs", f"outputs/{ada_id}/g/0.png", "id") in found
+    assert ("blobs", "misc/ada@example.com.txt", "email") in found
+    assert all(bob_id not in f.samples for f in found.values() if f.needle in ("ip_address", "user_agent"))
+    assert residue(found.values()) == sorted(found.values(), key=lambda f: (f.allowed, f.store, f.where))
+
+
+def test_a_hold_in_force_is_allowed_and_an_ended_one_is_residue(db, settings):
+    now = utcnow()
+    with db.transaction() as s:
+        uid = add_user(s).id
+        s.add(Erasure(user_id=uid, status="completed", subject_email_hash="e", subject_id_hash="i",
+                      due_at=now, completed_at=now, hold_until=now + DAY))
+    found = [f for f in scan(db.engine, None, user_id=uid, settings=settings, now=now)
+             if f.where.startswith("erasures.")]
+    assert [(f.where, f.allowed, f.reason) for f in found] == [
+        ("erasures.user_id", False, "")]  # the hold empties user_id: it does not keep it
+    with db.transaction() as s:
+        s.add(Erasure(user_id=None, status="completed", subject_email_hash=subject_hash("k", "ada@example.com"),
+                      subject_id_hash="i", due_at=now, completed_at=now, hold_until=now + DAY))
+    needles = needles_for(user_id=None, email="ada@example.com", secret="k")
+    held = [f for f in scan(db.engine, None, needles=needles, settings=settings, now=now)
+            if f.where == "erasures.subject_email_hash"]
+    assert [(f.allowed, f.count) for f in held] == [(True, 1)] and held[0].reason.startswith("legal hold: ")
+    assert residue(held) == []
+    later = [f for f in scan(db.engine, None, needles=needles, settings=settings, now=now + 2 * DAY)
+             if f.where == "erasures.subject_email_hash"]
+    assert [f.allowed for f in later] == [False] and later[0].reason.startswith("legal hold ended (")
+    assert residue(later) == later
+
+
+# --- the request and the account ---
+
+
+def test_a_request_with_grace_waits_and_can_be_canceled_once(db, settings):
+    grace = settings.model_copy(update={"erasure_grace_days": 14})
+    with db.transaction() as s:
+        user = add_user(s)
+        s.add(LoginSession(user_id=user.id, token_hash="a" * 64, csrf_token="c", expires_at=utcnow() + DAY))
+        before = utcnow()
+        erasure = erasure_service.request(s, user=user, via="web" * 30, settings=grace)
+        assert (erasure.status, erasure.via, erasure.user_id) == ("scheduled", ("web" * 30)[:64], user.id)
+        assert before + timedelta(days=14) <= erasure.due_at <= utcnow() + timedelta(days=14)
+        secret = grace.resolved_secret_key()
+        assert (erasure.subject_email_hash, erasure.subject_id_hash) == (
+            subject_hash(secret, user.email), subject_hash(secret, user.id))
+        assert erasure_service.request(s, user=user, via="web", settings=grace) is erasure
+        assert user.suspended_at is None and s.scalar(select(func.count()).select_from(LoginSession)) == 1
+        assert erasure_service.find_by_subject(s, value=" ADA@example.com", settings=grace) == [erasure]
+        assert erasure_service.find_by_subject(s, value=user.id, settings=grace) == [erasure]
+        assert erasure_service.find_by_subject(s, value="bob@example.com", settings=grace) == []
+        canceled = erasure_service.cancel(s, user_id=user.id)
+        assert canceled.status == "canceled" and canceled.canceled_at is not None
+        with pytest.raises(NotFound, match="No account deletion is pending"):
+            erasure_service.cancel(s, user_id=user.id)
+
+
+def test_a_request_without_grace_stops_the_account_at_once(db, settings):
+    with db.transaction() as s:
+        user = add_user(s)
+        other = add_user(s, "bob@example.com")
+        s.add(LoginSession(user_id=user.id, token_hash="a" * 64, csrf_token="c", expires_at=utcnow() + DAY))
+        s.add(LoginSession(user_id=other.id, token_hash="b" * 64, csrf_token="c", expires_at=utcnow() + DAY))
+        s.add(ApiKey(user_id=user.id, name="k", prefix="imk_abcd", key_hash="c" * 64))
+        queued, running = add_generation(s, user.id, "queued"), add_generation(s, user.id, "running")
+        done = add_generation(s, user.id, "succeeded")
+        erasure = erasure_service.request(s, user=user, via="web", grace=False, settings=settings)
+        assert erasure.status == "in_progress" and erasure.started_at is not None
+        assert erasure.due_at <= utcnow()
+        assert (user.password_hash, user.suspended_at is not None) == (UNUSABLE_PASSWORD, True)
+        with pytest.raises(Conflict, match="The deletion has already started and cannot be canceled"):
+            erasure_service.cancel(s, user_id=user.id)
+    with db.transaction() as s:
+        assert [ls.user_id for ls in s.scalars(select(LoginSession))] == [other.id]
+        assert s.scalar(select(func.count()).select_from(ApiKey)) == 0
+        q, r, d = s.get(Generation, queued.id), s.get(Generation, running.id), s.get(Generation, done.id)
+        assert (q.status, q.cancel_requested, q.finished_at is not None) == ("canceled", True, True)
+        assert (r.status, r.cancel_requested) == ("running", True)
+        assert (d.status, d.cancel_requested) == ("succeeded", False)
+
+
+def test_who_is_due(db):
+    now = utcnow()
+    with db.transaction() as s:
+        users = [add_user(s, f"u{i}@example.com").id for i in range(5)]
+        rows = [("scheduled", now - 2 * DAY, None, users[0]), ("scheduled", now + DAY, None, users[1]),
+                ("in_progress", now - DAY, now - DAY, users[2]), ("in_progress", now - 3 * DAY, now, users[3]),
+                ("completed", now - 5 * DAY, now - 5 * DAY, users[4]), ("scheduled", now - 9 * DAY, None, None)]
+        for status, due, started, uid in rows:
+            s.add(Erasure(user_id=uid, status=status, due_at=due, started_at=started, subject_email_hash="e",
+                          subject_id_hash="i"))
+        s.add(Erasure(user_id=users[0], status="scheduled", due_at=now - DAY, subject_email_hash="e",
+                      subject_id_hash="i"))  # asked twice: erased once
+    with db.transaction() as s:
+        assert erasure_service.due_user_ids(s, now=now) == [users[3], users[0], users[2]]  # by due date
+        assert erasure_service.due_user_ids(s, now=now, only_started=True) == [users[3], users[2]]
+        assert erasure_service.due_user_ids(s, now=now, started_before=now - DAY / 2) == [users[0], users[2]]
+        assert erasure_service.due_user_ids(s, now=now - 3 * DAY) == [users[3], users[2]]
+
+
+# --- carrying it out ---
+
+
+def test_erasing_deletes_files_in_batches_scrubs_references_and_keeps_the_proof(db, blobs, settings, monkeypatch):
+    monkeypatch.setattr(erasure_module, "BATCH", 2)
+    with db.transaction() as s:
+        user, other = add_user(s), add_user(s, "bob@example.com")
+        gen = add_generation(s, user.id)
+        for i in range(5):
+            key = f"outputs/{user.id}/{gen.id}/{i}.png"
+            blobs.put(key, b"png")
+            s.add(Output(generation_id=gen.id, user_id=user.id, index=i, blob_key=key, width=8, height=8, seed=i,
+                         size_bytes=3))
+        theirs = add_generation(s, other.id, models=[
+            {"sha256": "a" * 64, "blob_key": f"assets/{user.id}/lora.safetensors"},
+            {"sha256": "b" * 64, "blob_key": f"assets/{other.id}/own.safetensors"}])
+        untouched = add_generation(s, other.id, models=[{"sha256": "c" * 64, "blob_key": "assets/x/y"}])
+        uid, other_id = user.id, other.id
+    blobs.put(f"assets/{uid}/lora.safetensors", b"model")
+    blobs.put(f"exports/{uid}/old.zip", b"zip")
+    blobs.put(f"assets/{other_id}/own.safetensors", b"model")
+    before = utcnow()
+    summary = erase_user(db, blobs, None, uid, settings=settings, verify=True)
+    assert summary["outputs"] == 5 and summary["shared_model_references"] == 1 and summary["account"] == 1
+    assert summary["blobs"] == 2 and summary["residue"] == 0 and summary["findings"] == []
+    assert list(blobs.keys(f"outputs/{uid}/")) == [] and blobs.exists(f"assets/{other_id}/own.safetensors")
+    with db.transaction() as s:
+        assert s.get(User, uid) is None and s.get(User, other_id) is not None
+        assert s.get(Generation, theirs.id).models == [
+            {"sha256": "a" * 64, "blob_key": None},
+            {"sha256": "b" * 64, "blob_key": f"assets/{other_id}/own.safetensors"}]
+        assert s.get(Generation, untouched.id).models == [{"sha256": "c" * 64, "blob_key": "assets/x/y"}]
+        (proof,) = s.scalars(select(Erasure)).all()
+        assert (proof.user_id, proof.status, proof.via) == (None, "completed", "operator")
+        assert proof.summary["residue"] == 0 and proof.summary["outputs"] == 5
+        days = settings.retention_erasure_log_days
+        assert before + timedelta(days=days) <= proof.hold_until <= utcnow() + timedelta(days=days)
+    assert erase_user(db, blobs, None, uid, settings=settings) == {}  # again: nothing left to do
+
+
+def test_a_late_file_is_swept_and_due_erasures_run(db, blobs, settings):
+    with db.transaction() as s:
+        user = add_user(s)
+        erasure_service.request(s, user=user, via="web", grace=False, settings=settings)
+        uid = user.id
+    assert erase_due(db, blobs, None, settings=settings) == [uid]
+    blobs.put(f"outputs/{uid}/late/0.png", b"png")  # a job that finished after the erasure
+    assert erase_user(db, blobs, None, uid, settings=settings) == {}
+    assert list(blobs.keys(f"outputs/{uid}/")) == []
+    assert erase_due(db, blobs, None, settings=settings) == []
