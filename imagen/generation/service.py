@@ -8,6 +8,7 @@ import re
 import secrets
 from collections.abc import Callable, Collection
 from datetime import datetime
+from functools import partial
 from typing import Any
 
 from pydantic import ValidationError
@@ -84,16 +85,9 @@ class GenerationService:
         screen_prompt(session, user_id=user.id, prompt=clean.get("prompt", ""),
                       negative_prompt=clean.get("negative_prompt", ""))
         models = resolve_models(session, user=user, workflow=workflow, params=clean, checkpoints=checkpoints)
-        # One submit per user at a time from here to the commit, so simultaneous submits cannot pass the limits.
-        lock_row(session, User.id, user.id, touch=User.role)
-        active = session.execute(
-            select(Generation.pipeline, Generation.params)
-            .where(Generation.user_id == user.id, Generation.status.in_(ACTIVE_STATUSES))
-        ).tuples().all()
-        if len(active) >= max_queued:
-            raise TooManyRequests(f"You already have {len(active)} queued or running generations; wait for some")
-        check_job_cost(pipeline=workflow.pipeline, params=clean, active=active, max_job_cost=max_job_cost,
-                       max_queued_cost=max_queued_cost)
+        check_limits = partial(self._check_limits, session, user_id=user.id, pipeline=workflow.pipeline, params=clean,
+                               max_queued=max_queued, max_job_cost=max_job_cost, max_queued_cost=max_queued_cost)
+        check_limits()  # before any work on the inputs
 
         if clean["seed"] == -1:
             clean["seed"] = secrets.randbelow(MAX_SEED + 1)
@@ -121,11 +115,26 @@ class GenerationService:
             blobs.put(key, png, "image/png")
             run_after_rollback(session, blobs.delete, key)
             setattr(gen, column, key)
+        # Again, under a lock on the user's row until the commit: simultaneous submits cannot all pass the limits.
+        lock_row(session, User.id, user.id, touch=User.role)
+        check_limits()
         gen.params = clean
         session.add(gen)
         session.flush()
         run_after_commit(session, enqueue, gen.id)
         return gen
+
+    def _check_limits(self, session: Session, *, user_id: str, pipeline: str, params: dict[str, Any], max_queued: int,
+                      max_job_cost: int, max_queued_cost: int) -> None:
+        """The user's queued and running jobs: how many (429) and what they cost (422, generation/limits.py)."""
+        active = session.execute(
+            select(Generation.pipeline, Generation.params)
+            .where(Generation.user_id == user_id, Generation.status.in_(ACTIVE_STATUSES))
+        ).tuples().all()
+        if len(active) >= max_queued:
+            raise TooManyRequests(f"You already have {len(active)} queued or running generations; wait for some")
+        check_job_cost(pipeline=pipeline, params=params, active=active, max_job_cost=max_job_cost,
+                       max_queued_cost=max_queued_cost)
 
     def get(self, session: Session, *, user: User, generation_id: str) -> Generation:
         return get_owned(session, Generation, generation_id, user.id, what="Generation")
