@@ -1,0 +1,254 @@
+"""The safety checks called directly, without the app (docs/safety.md): what an upload, an inline input, a model
+file, a prompt and a generation's outputs go through, what a match leaves behind (quarantined bytes, a case with
+its evidence written after the request's rollback, a suspension), and the neutral answers. Written from the
+mutation run of imagen/safety/checks.py (docs/privacy.md, "Mutation testing"); the API paths are covered by
+test_safety_enforcement.py and test_safety_cases.py.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import io
+from collections.abc import Iterator
+from datetime import date
+
+import pytest
+from PIL import Image
+from sqlalchemy import select
+
+from imagen.accounts.models import User
+from imagen.kit.db import Database
+from imagen.kit.errors import Unprocessable
+from imagen.kit.http import REQUEST_IP
+from imagen.safety import checks
+from imagen.safety.banks import hash_bank_service
+from imagen.safety.checks import (
+    NEUTRAL_UPLOAD,
+    Blocked,
+    context_for,
+    context_for_db,
+    install,
+    screen_model_file,
+    screen_outputs,
+    screen_prompt,
+    screen_reference_image,
+)
+from imagen.safety.models import Evidence, PromptRefusalRecord, SafetyCase
+from imagen.storage.local import LocalBlobStore
+
+
+@dataclasses.dataclass(frozen=True)
+class Image_:
+    png: bytes
+    seed: int
+
+
+@dataclasses.dataclass
+class Gen:
+    id: str
+    user_id: str
+    created_at: object
+    params: dict
+
+
+@pytest.fixture
+def db(database_url: str) -> Iterator[Database]:
+    database = Database(database_url)
+    yield database
+    database.dispose()
+
+
+@pytest.fixture
+def ctx(db, settings, tmp_path):
+    context = install(db, LocalBlobStore(tmp_path / "blobs"), settings)
+    context.matcher.reload_seconds = 0
+    return context
+
+
+def png_of(color: tuple[int, int, int], fmt: str = "PNG") -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (16, 16), color).save(buf, fmt)
+    return buf.getvalue()
+
+
+def add_user(db: Database) -> str:
+    with db.transaction() as s:
+        user = User(email="ada@example.com", password_hash="!", date_of_birth=date(1990, 1, 1), country="GB")
+        s.add(user)
+        s.flush()
+        return user.id
+
+
+def bank(db: Database, hash_type: str, data: bytes) -> None:
+    digest = hashlib.sha256(data) if hash_type == "sha256" else hashlib.md5(data)
+    with db.transaction() as s:
+        hash_bank_service.import_lines(s, name=f"{hash_type}-bank", hash_type=hash_type, lines=[digest.hexdigest()])
+
+
+def refused_upload(db: Database, **kwargs) -> Blocked:
+    """Screen in a request-like transaction (it has read the account), which the refusal rolls back."""
+    with pytest.raises(Blocked) as refused, db.transaction() as s:
+        s.get(User, kwargs["user_id"])
+        screen_reference_image(s, **kwargs)
+    return refused.value
+
+
+def test_the_context_belongs_to_its_database(db, ctx, database_url, tmp_path):
+    with db.transaction() as s:
+        assert context_for(s) is ctx
+    assert context_for_db(db) is ctx
+    other = Database(f"sqlite:///{tmp_path / 'other.db'}")
+    try:
+        assert context_for_db(other) is None
+        with other.transaction() as s:
+            assert context_for(s) is None
+    finally:
+        other.dispose()
+
+
+def test_clean_files_pass_unchanged(db, ctx):
+    uid = add_user(db)
+    original, png = png_of((10, 20, 30), "BMP"), png_of((10, 20, 30))
+    with db.transaction() as s:
+        assert screen_reference_image(s, user_id=uid, original=original, png=png, filename="a.bmp") == png
+        assert screen_model_file(s, user_id=uid, sha256="0" * 64, path=None, filename="m.safetensors") is None
+        assert screen_prompt(s, user_id=uid, prompt="a lighthouse at dawn", negative_prompt="") is None
+        images = [Image_(png, 1)]
+        assert screen_outputs(s, gen=Gen("g" * 32, uid, None, {}), images=images) == images
+
+
+@pytest.mark.parametrize("hash_type", ["sha256", "md5"])
+def test_a_match_on_the_bytes_as_received_is_quarantined_recorded_and_suspends(db, ctx, hash_type):
+    uid = add_user(db)
+    original, png = png_of((200, 0, 0), "BMP"), png_of((200, 0, 0))
+    bank(db, hash_type, original)
+    token = REQUEST_IP.set("203.0.113.7")
+    try:
+        refused = refused_upload(db, user_id=uid, original=original, png=png, filename="x" * 400 + ".bmp")
+    finally:
+        REQUEST_IP.reset(token)
+    assert (refused.status_code, refused.detail) == (422, NEUTRAL_UPLOAD) == (422, "This file cannot be accepted.")
+    with db.transaction() as s:  # written after the rollback, in a transaction of its own
+        (case,) = s.scalars(select(SafetyCase)).all()
+        (evidence,) = s.scalars(select(Evidence)).all()
+        assert (case.kind, case.user_id, case.subject_type, case.subject_id) == (
+            "hash_match", uid, "reference_image", None)
+        assert (evidence.source, evidence.filename, evidence.content_type, evidence.ip_address, evidence.pdq) == (
+            "upload", ("x" * 400 + ".bmp")[:300], "application/octet-stream", "203.0.113.7", None)
+        assert evidence.sha256 == hashlib.sha256(original).hexdigest()
+        assert evidence.match["hash_type"] == hash_type
+        assert ctx.quarantine.get(evidence.quarantine_blob_key) == original  # the file as received, encrypted
+        assert s.get(User, uid).suspended_at is not None
+
+
+def test_the_reencoded_image_is_checked_too_and_only_when_it_differs(db, ctx, monkeypatch):
+    uid = add_user(db)
+    original, png = png_of((0, 200, 0), "BMP"), png_of((0, 200, 0))
+    bank(db, "sha256", png)
+    refused_upload(db, user_id=uid, original=original, png=png, filename="b.bmp")
+    with db.transaction() as s:
+        (evidence,) = s.scalars(select(Evidence)).all()
+        assert ctx.quarantine.get(evidence.quarantine_blob_key) == original
+    seen = []
+    real = ctx.matcher.match_image
+    monkeypatch.setattr(ctx.matcher, "match_image", lambda data: seen.append(data) or real(data))
+    clean = png_of((1, 2, 3))
+    with db.transaction() as s:
+        screen_reference_image(s, user_id=uid, original=clean, png=clean, filename="c.png")
+    assert seen == [clean]  # the same bytes are not matched twice
+
+
+def test_a_model_file_match_blocks_and_the_operators_own_is_not_suspended(db, ctx, tmp_path):
+    uid = add_user(db)
+    weights = tmp_path / "m.safetensors"
+    weights.write_bytes(b"weights")
+    bank(db, "sha256", b"weights")
+    sha = hashlib.sha256(b"weights").hexdigest()
+    with pytest.raises(Blocked), db.transaction() as s:
+        s.get(User, uid)  # the request's own work, which the refusal rolls back
+        screen_model_file(s, user_id=uid, sha256=sha, path=weights, filename="m" * 400, suspend=False)
+    with db.transaction() as s:
+        (case,) = s.scalars(select(SafetyCase)).all()
+        (evidence,) = s.scalars(select(Evidence)).all()
+        assert (case.subject_type, evidence.source, evidence.filename) == ("model_file", "model_upload", "m" * 300)
+        assert ctx.quarantine.get(evidence.quarantine_blob_key) == b"weights"
+        assert s.get(User, uid).suspended_at is None
+    with pytest.raises(Blocked), db.transaction() as s:
+        s.get(User, uid)
+        screen_model_file(s, user_id=uid, sha256=sha, path=weights, filename="m")
+    with db.transaction() as s:
+        assert s.get(User, uid).suspended_at is not None
+
+
+def test_a_refused_prompt_names_its_field_and_category_and_is_kept(db, ctx):
+    uid = add_user(db)
+    with pytest.raises(Unprocessable) as refused, db.transaction() as s:
+        s.get(User, uid)
+        screen_prompt(s, user_id=uid, prompt="nude child", negative_prompt="blurry")
+    (problem,) = refused.value.detail
+    with db.transaction() as s:
+        (record,) = s.scalars(select(PromptRefusalRecord)).all()
+    assert record.category.lower() in problem["msg"].lower()
+    assert (problem["loc"], record.field) == (["body", "params", "prompt"], "prompt")
+    assert (record.user_id, record.prompt, record.negative_prompt) == (uid, "nude child", "blurry")
+
+
+def test_a_refusal_message_without_its_category_gets_it_added(db, ctx, monkeypatch):
+    from imagen.safety import prompt_rules
+
+    uid = add_user(db)
+    refusal = prompt_rules.PromptRefusal(rule_id="r1", category="Weapons", field="prompt", message="Not allowed")
+
+    class Rules:
+        def check(self, prompt, negative_prompt):
+            return refusal
+
+    monkeypatch.setattr(prompt_rules, "prompt_rules", lambda settings: Rules())
+    with pytest.raises(Unprocessable) as refused, db.transaction() as s:
+        screen_prompt(s, user_id=uid, prompt="x", negative_prompt="")
+    assert refused.value.detail[0]["msg"] == "Not allowed (category: Weapons)"
+    refusal = dataclasses.replace(refusal, message="Weapons are not allowed")
+    with pytest.raises(Unprocessable) as refused, db.transaction() as s:
+        screen_prompt(s, user_id=uid, prompt="x", negative_prompt="")
+    assert refused.value.detail[0]["msg"] == "Weapons are not allowed"
+
+
+def test_a_matching_output_is_not_stored_and_its_case_is_in_the_workers_transaction(db, ctx):
+    uid = add_user(db)
+    bad, fine = png_of((0, 0, 200)), png_of((9, 9, 9))
+    bank(db, "sha256", bad)
+    from imagen.kit.db import utcnow
+
+    gen = Gen("g" * 32, uid, utcnow(), {"prompt": "p", "negative_prompt": "n"})
+    with db.transaction() as s:
+        assert screen_outputs(s, gen=gen, images=[Image_(fine, 1), Image_(bad, 7)]) is None
+    with db.transaction() as s:
+        (case,) = s.scalars(select(SafetyCase)).all()
+        (evidence,) = s.scalars(select(Evidence)).all()
+        assert (case.subject_type, case.subject_id) == ("generation", gen.id)
+        assert (evidence.source, evidence.generation_id, evidence.filename, evidence.content_type) == (
+            "output", gen.id, f"{gen.id}-7.png", "image/png")
+        assert (evidence.prompt, evidence.negative_prompt) == ("p", "n")
+        assert ctx.quarantine.get(evidence.quarantine_blob_key) == bad
+
+
+def test_the_nsfw_policy_blurs_or_blocks_what_is_stored(db, ctx, monkeypatch):
+    uid = add_user(db)
+    png = png_of((50, 60, 70))
+    blurred = png_of((55, 55, 55))
+    decisions = {"image": blurred}
+    monkeypatch.setattr(checks, "_nsfw", lambda data, settings: decisions["image"])
+    with db.transaction() as s:
+        assert screen_reference_image(s, user_id=uid, original=png, png=png, filename="a.png") == blurred
+        (kept,) = screen_outputs(s, gen=Gen("g" * 32, uid, None, {}), images=[Image_(png, 3)])
+        assert (kept.png, kept.seed) == (blurred, 3)
+        decisions["image"] = png
+        (same,) = screen_outputs(s, gen=Gen("g" * 32, uid, None, {}), images=[original := Image_(png, 3)])
+        assert same is original
+    decisions["image"] = None
+    with pytest.raises(Blocked), db.transaction() as s:
+        screen_reference_image(s, user_id=uid, original=png, png=png, filename="a.png")
+    with db.transaction() as s:
+        assert screen_outputs(s, gen=Gen("g" * 32, uid, None, {}), images=[Image_(png, 3)]) is None
+        assert s.scalars(select(SafetyCase)).all() == []  # the NSFW policy opens no case
