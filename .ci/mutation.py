@@ -89,7 +89,7 @@ def run_module(name: str, spec: dict, config: dict, max_children: int) -> dict[s
     with open(folder / "run.log", "a") as log:
         survivors = [k for k, v in results(folder, spec).items() if v in (0, 33, 5)]
         code = mutmut(folder, ["run", "--max-children", str(max_children)], log)
-        if code == 0 and survivors and tests_seen.exists() and tests_seen.read_text() != digest.hexdigest():
+        if code == 0 and survivors and (not tests_seen.exists() or tests_seen.read_text() != digest.hexdigest()):
             code = mutmut(folder, ["run", "--max-children", str(max_children), *survivors], log)
         if code == 0:
             tests_seen.write_text(digest.hexdigest())
