@@ -186,19 +186,40 @@ def test_only_input_files_in_the_jobs_layout_are_treated_as_stray(db, settings, 
     with db.transaction() as s:
         dry = next(p for p in retention_service.run(s, settings=settings, blobs=blobs, dry_run=True)
                    if p.category == "transient inputs")
-        assert (dry.count, dry.blobs, dry.setting) == (1, 1, "IMAGEN_RETENTION_ORPHAN_INPUT_HOURS")
+        assert (dry.count, dry.blobs, dry.setting, dry.period, dry.what) == (
+            1, 1, "IMAGEN_RETENTION_ORPHAN_INPUT_HOURS", "until the job ends",
+            "img2img/inpaint inputs whose generation has finished or is gone")
     assert blobs.exists(stray)
     with db.transaction() as s:
         retention_service.run(s, settings=settings, blobs=blobs)
     assert not blobs.exists(stray) and all(blobs.exists(k) for k in other)
 
 
+def test_a_stray_input_whose_age_cannot_be_read_is_left_for_later(db, settings, blobs, monkeypatch):
+    key = f"inputs/u1/{new_id()}/init_image.png"
+    blobs.put(key, b"x")
+
+    def unknown(k):
+        raise KeyError(k)  # a store without local files
+
+    monkeypatch.setattr(blobs, "local_path", unknown)
+    with db.transaction() as s:
+        line = next(p for p in retention_service.run(s, settings=settings, blobs=blobs)
+                    if p.category == "transient inputs")
+    assert line.count == 0 and blobs.exists(key)
+
+
 def test_the_scheduler_waits_runs_and_survives_a_failed_run(db, settings, blobs, monkeypatch):
     hourly = RetentionScheduler(db, blobs, settings.model_copy(update={"retention_interval_hours": 2}))
     assert (hourly.interval, hourly.first_delay, hourly.runs) == (7200, 300.0, 0)
     once = RetentionScheduler(db, blobs, settings)
+    stray = f"inputs/u1/{new_id()}/init_image.png"
+    blobs.put(stray, b"x")
+    old = (utcnow() - timedelta(hours=settings.retention_orphan_input_hours + 1)).timestamp()
+    os.utime(blobs.local_path(stray), (old, old))
     purges = once.run_once()
     assert once.runs == 1 and {p.name for p in purges if p.name} == {r.item.name for r in retention.rules()}
+    assert not blobs.exists(stray)  # the scheduled run reaches the blob store too
 
     calls, ran_twice = [], threading.Event()
 
