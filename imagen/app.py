@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+import anyio.to_thread
 from fastapi import Depends, FastAPI
 from fastapi.staticfiles import StaticFiles
 
@@ -21,6 +22,7 @@ from imagen.generation.marketing_endpoints import router as marketing_router
 from imagen.generation.signals import GenerationSignals
 from imagen.inference.runtime import Runtime
 from imagen.kit import migrate, surface
+from imagen.kit.capacity import OpenStreams, RequestGate
 from imagen.kit.config import Settings, get_settings
 from imagen.kit.db import Database
 from imagen.kit.errors import ERROR_RESPONSES
@@ -57,7 +59,15 @@ def create_app(settings: Settings | None = None, *, run_migrations: bool = True,
         settings.ensure_data_dir()
         if run_migrations:
             migrate.upgrade(settings.resolved_database_url)
-        db = Database(settings.resolved_database_url)
+        # Sync endpoints and dependencies run in this many threads; as many requests do database work at once, each
+        # with a connection of its own, the rest wait on the event loop (kit/capacity.py).
+        anyio.to_thread.current_default_thread_limiter().total_tokens = settings.worker_threads
+        pool_size = settings.resolved_db_pool_size
+        db = Database(settings.resolved_database_url, pool_size=pool_size,
+                      pool_timeout=settings.db_pool_timeout_seconds)
+        app.state.gate = RequestGate(min(settings.worker_threads, pool_size), max_wait=settings.request_queue_seconds,
+                                     max_waiting=settings.request_queue_limit)
+        app.state.streams = OpenStreams(settings.sse_streams_per_user)
         with db.transaction() as session:
             consent_service.ensure_policy_version(
                 session, version=settings.policy_version, text=render_policy(settings, session=session))
@@ -96,8 +106,9 @@ def create_app(settings: Settings | None = None, *, run_migrations: bool = True,
     # Body limits, security headers, trusted proxies, error answers (ServiceError, 422, 503), /docs and /redoc.
     surface.install(app, settings)
 
+    # On the event loop and without the database: it answers while every thread and connection is busy.
     @app.get("/healthz", tags=["ops"])
-    def healthz() -> dict[str, str]:
+    async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
     for router in (accounts_router, assets_router, workflows_router, generation_router, privacy_router,

@@ -1,23 +1,29 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
-from typing import Annotated
+from collections.abc import AsyncIterator, Callable
+from typing import Annotated, TypeVar
 
 from fastapi import APIRouter, Query, Request, status
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
+from sqlalchemy import select
 
 from imagen.generation.models import FINAL_STATUSES, Generation
 from imagen.generation.schemas import GenerationCreate, GenerationOut, GenerationPage, OutputOut
 from imagen.generation.service import generation_service
+from imagen.kit.capacity import CappedStreamingResponse
+from imagen.kit.db import run_after_commit
 from imagen.kit.errors import NotFound
 from imagen.kit.http import CurrentUser, SessionDep, SettingsDep
 from imagen.storage import BlobNotFound
 
 router = APIRouter(prefix="/api/v1", tags=["generation"])
 
-SSE_POLL_SECONDS = 0.25
+# In-process changes wake a stream at once (generation/signals.py); this re-read is the fallback for changes the
+# signals miss (a worker in another process, a cancel while queued), so it can be slow and cheap.
+SSE_POLL_SECONDS = 2.0
+T = TypeVar("T")
 
 
 def generation_out(gen: Generation) -> GenerationOut:
@@ -63,6 +69,7 @@ def get_generation(generation_id: str, user: CurrentUser, session: SessionDep) -
 def cancel_generation(generation_id: str, user: CurrentUser, session: SessionDep, request: Request) -> GenerationOut:
     gen = generation_service.cancel(session, user=user, generation_id=generation_id,
                                     blobs=request.app.state.blobs, notify=request.app.state.executor.cancel)
+    run_after_commit(session, request.app.state.signals.notify, generation_id)  # a queued job's streams end now
     return generation_out(gen)
 
 
@@ -75,30 +82,48 @@ def delete_generation(generation_id: str, user: CurrentUser, session: SessionDep
 @router.get("/generations/{generation_id}/events")
 def generation_events(generation_id: str, user: CurrentUser, session: SessionDep,
                       request: Request) -> StreamingResponse:
-    """Server-Sent Events: `progress` while it runs, then one `done` with the final state."""
-    generation_service.get(session, user=user, generation_id=generation_id)  # 404 before streaming
-    db, user_id, signals = request.app.state.db, user.id, request.app.state.signals
+    """Server-Sent Events: `progress` while it runs, then one `done` with the final state.
 
-    def snapshot() -> GenerationOut | None:
+    At most `IMAGEN_SSE_STREAMS_PER_USER` streams per user are open at once (429 beyond). A stream waits on the
+    event loop, holding no thread and no connection; each look at the job is a short transaction of its own.
+    """
+    generation_service.get(session, user=user, generation_id=generation_id)  # 404 before streaming
+    state = request.app.state
+    db, gate, user_id, signals = state.db, state.gate, user.id, state.signals
+
+    def progress() -> tuple[str, float] | None:
+        with db.transaction() as s:
+            row = s.execute(select(Generation.status, Generation.progress)
+                            .where(Generation.id == generation_id, Generation.user_id == user_id)).first()
+            return (row.status, row.progress) if row is not None else None
+
+    def final() -> GenerationOut | None:
         with db.transaction() as s:
             gen = s.get(Generation, generation_id)
             return generation_out(gen) if gen is not None and gen.user_id == user_id else None
+
+    async def look(read: Callable[[], T]) -> T:
+        # Queued with the requests for a slot (no timeout: this stream has answered already).
+        async with gate.slot(bounded=False):
+            return await run_in_threadpool(read)
 
     async def stream() -> AsyncIterator[str]:
         last = None
         while True:
             changed = signals.listen(generation_id)
             try:
-                current = await run_in_threadpool(snapshot)
+                current, done = await look(progress), None
+                if current is not None and current[0] in FINAL_STATUSES:
+                    done = await look(final)  # the whole generation, once
+                    current = (done.status, done.progress) if done is not None else None
                 if current is None:
                     yield _sse("done", {"id": generation_id, "status": "deleted"})
                     return
-                key = (current.status, current.progress)
-                if key != last:
-                    last = key
-                    yield _sse("progress", {"id": current.id, "status": current.status, "progress": current.progress})
-                if current.status in FINAL_STATUSES:
-                    yield _sse("done", json.loads(current.model_dump_json()))
+                if current != last:
+                    last = current
+                    yield _sse("progress", {"id": generation_id, "status": current[0], "progress": current[1]})
+                if done is not None:
+                    yield _sse("done", json.loads(done.model_dump_json()))
                     return
                 if await request.is_disconnected():
                     return
@@ -106,8 +131,8 @@ def generation_events(generation_id: str, user: CurrentUser, session: SessionDep
             finally:
                 signals.forget(generation_id, changed)
 
-    return StreamingResponse(stream(), media_type="text/event-stream",
-                             headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+    return CappedStreamingResponse(stream(), streams=state.streams, user_id=user_id, media_type="text/event-stream",
+                                   headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
 
 
 def _sse(event: str, data: dict) -> str:

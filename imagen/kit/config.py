@@ -56,6 +56,14 @@ class Settings(BaseSettings):
     # Proxies whose X-Forwarded-For/-Proto are believed (addresses or CIDRs, comma-separated; "*": any; empty:
     # none). Behind a TLS-terminating proxy this makes the scheme https, so answers carry HSTS.
     trusted_proxies: str = "127.0.0.1"
+    # Capacity under load (imagen/kit/capacity.py): worker threads = requests doing database work at once; the pool
+    # holds one connection for each plus a reserve for background work; the rest wait, bounded, then get a 503.
+    worker_threads: int = Field(default=40, ge=2, le=1000, description="threads for sync endpoints and dependencies")
+    db_pool_size: int | None = Field(default=None, ge=2, description="database connections; default: threads + 10")
+    db_pool_timeout_seconds: float = Field(default=5.0, gt=0, description="longest wait for a connection, then 503")
+    request_queue_seconds: float = Field(default=10.0, gt=0, description="longest wait for a worker, then 503")
+    request_queue_limit: int = Field(default=1000, ge=0, description="requests waiting beyond this: 503 at once")
+    sse_streams_per_user: int = Field(default=20, ge=1, description="open progress streams per user (429 beyond)")
 
     # Inference
     device: str | None = None  # "cuda", "cpu"; auto when unset
@@ -240,6 +248,12 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite:///{(self.data_dir / 'imagen.db').resolve()}"
+
+    @property
+    def resolved_db_pool_size(self) -> int:
+        # A connection for every admitted request, plus the worker, watchdog, schedulers and the second connection
+        # an upload's quota check takes.
+        return self.db_pool_size or self.worker_threads + 10
 
     @property
     def blobs_dir(self) -> Path:

@@ -62,9 +62,14 @@ class CreatedMixin:
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, nullable=False)
 
 
-def make_engine(url: str) -> Engine:
+def make_engine(url: str, *, pool_size: int | None = None, pool_timeout: float = 30.0) -> Engine:
+    """`pool_size`: connections kept and the most open at once (no overflow), sized by the caller against its
+    threads (imagen/kit/capacity.py); None keeps SQLAlchemy's defaults (the CLI, one thread)."""
+    sized: dict[str, Any] = {"pool_timeout": pool_timeout}
+    if pool_size is not None:
+        sized.update(pool_size=pool_size, max_overflow=0)
     if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30}, **sized)
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -75,13 +80,15 @@ def make_engine(url: str) -> Engine:
             cur.close()
 
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    if pool_size is None:
+        sized.update(pool_size=10, max_overflow=20)
+    return create_engine(url, pool_pre_ping=True, **sized)
 
 
 class Database:
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, pool_size: int | None = None, pool_timeout: float = 30.0) -> None:
         self.url = url
-        self.engine = make_engine(url)
+        self.engine = make_engine(url, pool_size=pool_size, pool_timeout=pool_timeout)
         self.sessionmaker = sessionmaker(self.engine, expire_on_commit=False)
 
     @contextmanager

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Annotated, Any
@@ -77,7 +77,15 @@ class SecurityHeadersMiddleware:
         await self.app(scope, receive, send_with_headers)
 
 
-def get_db_session(request: Request) -> Iterator[Session]:
+async def _database_slot(request: Request) -> AsyncIterator[None]:
+    # Waited for on the event loop before the session exists: a waiting request holds no thread and no
+    # connection (kit/capacity.py). Released after the session has closed, before the response is sent.
+    async with request.app.state.gate.slot():
+        yield
+
+
+def get_db_session(request: Request,
+                   _slot: Annotated[None, Depends(_database_slot, scope="function")]) -> Iterator[Session]:
     # scope="function" below: commit happens before the response is sent, and after-commit
     # work is queued only for data that is really there.
     with request.app.state.db.transaction() as session:
