@@ -22,8 +22,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 WORK = ROOT / ".mutation"
-STATUS = {1: "killed", 3: "killed", 36: "timeout", 0: "survived", 33: "no tests", 5: "no tests", 34: "skipped",
-          None: "not checked"}
+# mutmut's exit codes (mutmut/stats.py); a timeout is a mutant stopped at its time limit (SIGXCPU), i.e. caught.
+STATUS = {1: "killed", 3: "killed", 36: "timeout", -24: "timeout", 24: "timeout", 152: "timeout", 255: "timeout",
+          0: "survived", 33: "no tests", 5: "no tests", 34: "skipped", None: "not checked", -11: "segfault",
+          -9: "segfault"}
 
 
 def toml_value(value: object) -> str:

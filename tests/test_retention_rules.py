@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import threading
+import time
 from collections.abc import Iterator
 from datetime import date, timedelta
 
@@ -243,3 +244,193 @@ def test_the_scheduler_waits_runs_and_survives_a_failed_run(db, settings, blobs,
         fast.stop()
     assert fast._thread is None and not thread.is_alive()
 
+
+
+def _filler(column):
+    """Something a NOT NULL column accepts, for rows made up here."""
+    from sqlalchemy import JSON, Boolean, Date, DateTime, Float, Text
+    from sqlalchemy.types import TypeDecorator
+
+    kind = column.type.impl if isinstance(column.type, TypeDecorator) else column.type
+    if isinstance(kind, DateTime):
+        return utcnow()
+    if isinstance(kind, Date):
+        return date.today()
+    if isinstance(kind, Boolean):
+        return False
+    if isinstance(kind, Integer | Float):
+        return 0
+    if isinstance(kind, JSON):
+        return {}
+    if isinstance(kind, String | Text):
+        return new_id()[: getattr(kind, "length", None) or 32]
+    raise AssertionError(f"no value for {column}")
+
+
+def add_row(s, name: str, **values) -> str:
+    """A row of table `name` with `values`; other NOT NULL columns filled (a parent row made for a foreign key)."""
+    table = retention._tables()[name]
+    row = dict(values)
+    for column in table.c:
+        if column.name in row or column.nullable or column.default is not None or column.server_default is not None:
+            continue
+        fk = next(iter(column.foreign_keys), None)
+        row[column.name] = add_row(s, fk.column.table.name) if fk is not None else _filler(column)
+    pk = next(iter(table.primary_key.columns))
+    row.setdefault(pk.name, new_id())
+    s.execute(insert(table).values(row))
+    return row[pk.name]
+
+
+def test_a_kept_row_follows_its_own_parents_hold(db, settings, blobs):
+    """Request events are kept with their request: each with its own, an open request's for good."""
+    days = settings.retention_privacy_requests_days
+    now = utcnow()
+    with db.transaction() as s:
+        closed_long_ago = add_row(s, "privacy_requests", closed_at=now - timedelta(days=days + 1))
+        closed_recently = add_row(s, "privacy_requests", closed_at=now - DAY)
+        still_open = add_row(s, "privacy_requests", closed_at=None)
+        events = {parent: add_row(s, "privacy_request_events", request_id=parent)
+                  for parent in (closed_long_ago, closed_recently, still_open)}
+    with db.transaction() as s:
+        plan = {p.name: p.count for p in retention_service.plan(s, settings=settings, now=now) if p.name}
+        assert (plan["privacy_requests"], plan["privacy_request_events"]) == (1, 1)
+        retention_service.run(s, settings=settings, blobs=blobs, now=now)
+    table = retention._tables()["privacy_request_events"]
+    with db.transaction() as s:
+        left = set(s.scalars(select(table.c.id)))
+    assert left == {events[closed_recently], events[still_open]}
+
+
+def test_a_rule_for_part_of_a_table_leaves_the_rest(db, settings, blobs):
+    """The privacy-request mail hold covers those mails only; other mail in the table is not its to delete."""
+    old = utcnow() - timedelta(days=settings.retention_outbound_emails_days + 1)
+    with db.transaction() as s:
+        code = add_row(s, "outbound_emails", kind="privacy_request.code", created_at=old)
+        other = add_row(s, "outbound_emails", kind="account.notice", created_at=old)
+    with db.transaction() as s:
+        line = next(p for p in retention_service.run(s, settings=settings, blobs=blobs)
+                    if p.name == "privacy_request_emails")
+        assert line.count == 1
+    table = retention._tables()["outbound_emails"]
+    with db.transaction() as s:
+        assert set(s.scalars(select(table.c.id))) == {other} != {code}
+
+
+def test_periods_and_holds_end_after_their_last_moment_not_on_it(db, settings, blobs):
+    now = utcnow()
+    uid = add_user(db)
+    with db.transaction() as s:
+        on_the_day = SecurityEvent(user_id=uid, kind="login",
+                                   created_at=now - timedelta(days=settings.retention_security_log_days))
+        until_now = Erasure(status="completed", subject_email_hash="e", subject_id_hash="i", due_at=now,
+                            completed_at=now, hold_until=now)
+        s.add_all([on_the_day, until_now])
+    with db.transaction() as s:
+        retention_service.run(s, settings=settings, blobs=blobs, now=now)
+    with db.transaction() as s:
+        assert s.get(SecurityEvent, on_the_day.id) is not None and s.get(Erasure, until_now.id) is not None
+
+
+def test_files_of_purged_rows_go_with_them_also_across_batches(db, settings, blobs, monkeypatch):
+    """Outputs cascade with their failed generation; an export record's own file goes with the record."""
+    monkeypatch.setattr(retention, "CHUNK", 2)
+    uid, now = add_user(db), utcnow()
+    finished = now - timedelta(days=settings.retention_failed_generations_days + 1)
+    keys = []
+    with db.transaction() as s:
+        for _ in range(3):
+            gen = add_row(s, "generations", user_id=uid, status="failed", finished_at=finished)
+            keys.append(f"outputs/{uid}/{gen}/0.png")
+            add_row(s, "outputs", generation_id=gen, user_id=uid, blob_key=keys[-1])
+        old_export = Export(user_id=uid, status="expired", blob_key=f"exports/{uid}/left.zip",
+                            expires_at=now - timedelta(days=settings.retention_exports_days + 1))
+        s.add(old_export)
+    keys.append(old_export.blob_key)
+    for key in keys:
+        blobs.put(key, b"x")
+    with db.transaction() as s:
+        dry = {p.name: p for p in retention_service.run(s, settings=settings, blobs=blobs, dry_run=True) if p.name}
+        assert (dry["generations"].count, dry["generations"].blobs) == (3, 3)
+        assert (dry["exports"].count, dry["exports"].blobs) == (1, 1)
+        retention_service.run(s, settings=settings, blobs=blobs)
+    assert not any(blobs.exists(k) for k in keys)
+
+
+def test_a_period_that_empties_columns_keeps_the_rows_files(db, settings, blobs, monkeypatch):
+    base = item("exports")
+    emptying = dataclasses.replace(base, period=dataclasses.replace(base.period, blank=("error",)))
+    monkeypatch.setattr(retention, "rules", lambda: [Rule(emptying, "period")])
+    uid, now = add_user(db), utcnow()
+    with db.transaction() as s:
+        row = Export(user_id=uid, status="expired", blob_key=f"exports/{uid}/kept.zip", error="x",
+                     expires_at=now - timedelta(days=settings.retention_exports_days + 1))
+        s.add(row)
+    blobs.put(row.blob_key, b"zip")
+    with db.transaction() as s:
+        line = next(p for p in retention_service.run(s, settings=settings, blobs=blobs, now=now) if p.name)
+        assert (line.count, line.blobs) == (1, 0)
+    assert blobs.exists(row.blob_key)
+
+
+def test_export_files_expire_by_the_runs_clock_and_only_ready_ones_count(db, settings, blobs, monkeypatch):
+    uid, now = add_user(db), utcnow()
+    with db.transaction() as s:
+        soon = Export(user_id=uid, status="ready", blob_key=f"exports/{uid}/soon.zip", expires_at=now + 2 * DAY)
+        exact = Export(user_id=uid, status="ready", blob_key=None, expires_at=now)
+        done = Export(user_id=uid, status="expired", blob_key=None, expires_at=now - DAY)
+        s.add_all([soon, exact, done])
+    blobs.put(soon.blob_key, b"zip")
+
+    def line(purges):
+        return next(p for p in purges if p.category == "exports" and p.name is None)
+
+    with db.transaction() as s:
+        assert (line(retention_service.plan(s, settings=settings, now=now)).count,
+                line(retention_service.plan(s, settings=settings, now=now)).blobs) == (1, 0)
+        later = now + 3 * DAY
+        retention_service.run(s, settings=settings, blobs=blobs, now=later)
+    assert not blobs.exists(soon.blob_key)
+    with db.transaction() as s:
+        assert s.get(Export, soon.id).status == "expired"
+    import sys
+
+    monkeypatch.setitem(sys.modules, "imagen.privacy.exports", None)  # a build without the exports module
+    with db.transaction() as s:
+        skipped = line(retention_service.plan(s, settings=settings, now=now))
+    assert (skipped.count, skipped.skipped, skipped.blobs) == (0, "no exports module", 0)
+    assert skipped.setting == "IMAGEN_EXPORT_EXPIRY_DAYS"
+
+
+def test_a_missing_table_purges_nothing_and_stray_inputs_report_the_runs_time(db, settings, blobs, monkeypatch):
+    now = utcnow()
+    with db.transaction() as s:
+        inputs = next(p for p in retention_service.plan(s, settings=settings, blobs=blobs, now=now)
+                      if p.category == "transient inputs")
+        assert inputs.cutoff == now
+    real = retention._tables()
+    monkeypatch.setattr(retention, "_tables", lambda: {k: v for k, v in real.items() if k != "security_events"})
+    with db.transaction() as s:
+        line = next(p for p in retention_service.plan(s, settings=settings) if p.name == "security_events")
+    assert (line.count, line.blobs, line.skipped) == (0, 0, "no security_events table")
+
+
+def test_stopping_does_not_wait_for_a_stuck_run(db, settings, blobs, monkeypatch):
+    release = threading.Event()
+    started = threading.Event()
+
+    def stuck(self):
+        started.set()
+        release.wait(30)
+        return []
+
+    monkeypatch.setattr(RetentionScheduler, "run_once", stuck)
+    scheduler = RetentionScheduler(db, blobs, settings, first_delay=0)
+    scheduler.start()
+    try:
+        assert started.wait(10)
+        begun = time.monotonic()
+        scheduler.stop(timeout=0.2)
+        assert time.monotonic() - begun < 5 and scheduler._thread is None
+    finally:
+        release.set()
