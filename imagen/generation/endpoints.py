@@ -23,6 +23,7 @@ router = APIRouter(prefix="/api/v1", tags=["generation"])
 # In-process changes wake a stream at once (generation/signals.py); this re-read is the fallback for changes the
 # signals miss (a worker in another process, a cancel while queued), so it can be slow and cheap.
 SSE_POLL_SECONDS = 2.0
+SSE_RECHECK_SECONDS = 0.25
 T = TypeVar("T")
 
 
@@ -87,7 +88,9 @@ def generation_events(generation_id: str, user: CurrentUser, session: SessionDep
     At most `IMAGEN_SSE_STREAMS_PER_USER` streams per user are open at once (429 beyond). A stream waits on the
     event loop, holding no thread and no connection; each look at the job is a short transaction of its own.
     """
-    generation_service.get(session, user=user, generation_id=generation_id)  # 404 before streaming
+    gen = generation_service.get(session, user=user, generation_id=generation_id)  # 404 before streaming
+    # The first event comes from this read, so a new stream does not queue for a slot twice before it says anything.
+    initial = (gen.status, gen.progress), generation_out(gen) if gen.status in FINAL_STATUSES else None
     state = request.app.state
     db, gate, user_id, signals = state.db, state.gate, user.id, state.signals
 
@@ -108,14 +111,19 @@ def generation_events(generation_id: str, user: CurrentUser, session: SessionDep
             return await run_in_threadpool(read)
 
     async def stream() -> AsyncIterator[str]:
-        last = None
+        last, pause = None, None
         while True:
-            changed = signals.listen(generation_id)
+            changed = signals.listen(generation_id)  # before reading, so a change in between is not missed
             try:
-                current, done = await look(progress), None
-                if current is not None and current[0] in FINAL_STATUSES:
-                    done = await look(final)  # the whole generation, once
-                    current = (done.status, done.progress) if done is not None else None
+                if pause is None:
+                    # The initial read came before `listen`: look again soon in case it changed in between.
+                    (current, done), pause = initial, SSE_RECHECK_SECONDS
+                else:
+                    pause = SSE_POLL_SECONDS
+                    current, done = await look(progress), None
+                    if current is not None and current[0] in FINAL_STATUSES:
+                        done = await look(final)  # the whole generation, once
+                        current = (done.status, done.progress) if done is not None else None
                 if current is None:
                     yield _sse("done", {"id": generation_id, "status": "deleted"})
                     return
@@ -127,7 +135,7 @@ def generation_events(generation_id: str, user: CurrentUser, session: SessionDep
                     return
                 if await request.is_disconnected():
                     return
-                await signals.wait(changed, SSE_POLL_SECONDS)
+                await signals.wait(changed, pause)
             finally:
                 signals.forget(generation_id, changed)
 

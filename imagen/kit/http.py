@@ -96,14 +96,15 @@ def get_db_session(request: Request,
 SessionDep = Annotated[Session, Depends(get_db_session, scope="function")]
 
 
-def get_settings_dep(request: Request) -> Settings:
+# Dependencies that do no I/O are async: a sync one would cost every request a trip through the worker threads.
+async def get_settings_dep(request: Request) -> Settings:
     return request.app.state.settings
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
 
 
-def get_client_info(request: Request) -> ClientInfo:
+async def get_client_info(request: Request) -> ClientInfo:
     return ClientInfo(
         ip_address=request.client.host if request.client else None,
         user_agent=request.headers.get("user-agent"),
@@ -152,17 +153,17 @@ def get_optional_principal(request: Request, session: SessionDep) -> Principal |
     return _resolve_principal(request, session)
 
 
-def get_current_user(principal: Annotated[Principal, Depends(get_principal)]) -> User:
+async def get_current_user(principal: Annotated[Principal, Depends(get_principal)]) -> User:
     return principal.user
 
 
-def get_admin(user: Annotated[User, Depends(get_current_user)]) -> User:
+async def get_admin(user: Annotated[User, Depends(get_current_user)]) -> User:
     if not user.is_admin:
         raise Forbidden("Administrators only")
     return user
 
 
-def get_moderator(user: Annotated[User, Depends(get_current_user)]) -> User:
+async def get_moderator(user: Annotated[User, Depends(get_current_user)]) -> User:
     if user.role not in ("moderator", "admin"):
         raise Forbidden("Moderators only")
     return user
