@@ -328,3 +328,182 @@ def test_the_check_after_an_erasure_searches_the_blob_store_too(db, blobs, setti
         ("blobs", f"misc/{uid}/left-behind.txt")]
     with db.transaction() as s:
         assert s.scalars(select(Erasure)).one().summary["residue"] == 1
+
+
+# --- every data-map entry, and the app's background context ---
+
+
+def _filler(column):
+    from sqlalchemy import JSON, Boolean, Date, DateTime, Float, Integer, String, Text
+    from sqlalchemy.types import TypeDecorator
+
+    kind = column.type.impl if isinstance(column.type, TypeDecorator) else column.type
+    if isinstance(kind, DateTime):
+        return utcnow()
+    if isinstance(kind, Date):
+        return date(2000, 1, 1)
+    if isinstance(kind, Boolean):
+        return False
+    if isinstance(kind, Integer | Float):
+        return 0
+    if isinstance(kind, JSON):
+        return {}
+    if isinstance(kind, String | Text):
+        return new_id()[: getattr(kind, "length", None) or 32]
+    raise AssertionError(f"no value for {column}")
+
+
+def add_row(s, name: str, **values) -> str:
+    """A row of table `name` with `values`; other NOT NULL columns filled (a parent row made for a foreign key)."""
+    from sqlalchemy import insert
+
+    from imagen.kit.models import Base
+
+    table = Base.metadata.tables[name]
+    row = dict(values)
+    for column in table.c:
+        if column.name in row or column.nullable or column.default is not None or column.server_default is not None:
+            continue
+        fk = next(iter(column.foreign_keys), None)
+        row[column.name] = add_row(s, fk.column.table.name) if fk is not None else _filler(column)
+    pk = next(iter(table.primary_key.columns))
+    row.setdefault(pk.name, new_id())
+    s.execute(insert(table).values(row))
+    return row[pk.name]
+
+
+def test_every_data_map_entry_is_deleted_emptied_or_kept_as_declared(db, blobs, settings):
+    from imagen.kit.models import Base
+    from imagen.privacy.datamap import DATA_MAP
+
+    tables = Base.metadata.tables
+    entries = [i for i in DATA_MAP if i.table and i.user_column and i.table not in ("users", "erasures")]
+    rows: dict[str, dict[str, str]] = {}
+    with db.transaction() as s:
+        ada, bob = add_user(s), add_user(s, "bob@example.com")
+        ada_id, bob_id = ada.id, bob.id
+        for item in entries:
+            part = {item.only[0]: item.only[1][0]} if item.only else {}
+            mine = {"id": add_row(s, item.table, **{item.user_column: ada_id}, **part),
+                    "theirs": add_row(s, item.table, **{item.user_column: bob_id}, **part)}
+            if item.email_column and tables[item.table].c[item.user_column].nullable:
+                mine["by_email"] = add_row(s, item.table, **{item.user_column: None,
+                                                            item.email_column: "ADA@example.com"}, **part)
+            rows[item.name] = mine
+    summary = erase_user(db, blobs, None, ada_id, settings=settings)
+    with db.transaction() as s:
+        for item in entries:
+            table = tables[item.table]
+            pk = next(iter(table.primary_key.columns))
+
+            def get(row_id, table=table, pk=pk):
+                return s.execute(select(table).where(pk == row_id)).first()
+
+            theirs = get(rows[item.name]["theirs"])
+            assert theirs is not None and theirs._mapping[item.user_column] == bob_id, item.name
+            for kind in ("id", "by_email"):
+                if kind not in rows[item.name]:
+                    continue
+                left = get(rows[item.name][kind])
+                if item.erasure == "delete":
+                    assert left is None, (item.name, kind)
+                else:
+                    assert left is not None, (item.name, kind)
+                    assert all(left._mapping[c] is None for c in item.anonymize), (item.name, kind)
+            if item.erasure == "delete" and not item.file_column:
+                # Sessions and API keys already went when the account stopped (ErasureService.start).
+                stopped = item.table in ("login_sessions", "api_keys")
+                assert summary[item.name] == (0 if stopped else len(rows[item.name]) - 1), item.name
+            elif item.anonymize:
+                assert summary[item.name] == len(rows[item.name]) - 1, item.name
+        assert s.get(User, ada_id) is None and s.get(User, bob_id) is not None
+
+
+def test_erasing_completes_the_existing_request_and_every_earlier_one(db, blobs, settings):
+    now = utcnow()
+    with db.transaction() as s:
+        user = add_user(s)
+        earlier = Erasure(user_id=user.id, status="canceled", via="web", due_at=now - 9 * DAY,
+                          canceled_at=now - 8 * DAY, subject_email_hash="e", subject_id_hash="i")
+        s.add(earlier)
+        s.flush()
+        erasure_service.request(s, user=user, via="web", settings=settings.model_copy(
+            update={"erasure_grace_days": 14}))
+        uid = user.id
+    summary = erase_user(db, blobs, None, uid, settings=settings)
+    assert "residue" not in summary  # only checked when asked (verify)
+    with db.transaction() as s:
+        proofs = {e.id: e for e in s.scalars(select(Erasure))}
+        assert len(proofs) == 2
+        current = next(e for e in proofs.values() if e.id != earlier.id)
+        assert (current.status, current.via, current.user_id) == ("completed", "web", None)
+        assert current.started_at is not None and current.completed_at is not None
+        assert current.completed_at <= utcnow() and current.hold_until is not None
+        assert proofs[earlier.id].hold_until == current.hold_until and proofs[earlier.id].user_id is None
+
+
+def test_a_started_erasure_cancels_only_the_persons_running_jobs(db, blobs, settings):
+    with db.transaction() as s:
+        user, other = add_user(s), add_user(s, "bob@example.com")
+        mine = add_generation(s, user.id, "running")
+        add_generation(s, user.id, "succeeded")
+        add_generation(s, other.id, "running")
+        s.add(Erasure(user_id=user.id, status="in_progress", due_at=utcnow(), started_at=utcnow(),
+                      subject_email_hash="e", subject_id_hash="i"))
+        uid = user.id
+    executor = Executor()
+    erase_user(db, blobs, executor, uid, settings=settings)
+    assert executor.canceled == [mine.id]
+
+
+def test_due_erasures_are_found_by_the_callers_clock(db, blobs, settings):
+    with db.transaction() as s:
+        user = add_user(s)
+        erasure_service.request(s, user=user, via="web", settings=settings.model_copy(
+            update={"erasure_grace_days": 1}))
+        uid = user.id
+    assert erase_due(db, blobs, None, settings=settings) == []
+    assert erase_due(db, blobs, None, settings=settings, now=utcnow() + 2 * DAY) == [uid]
+
+
+def test_the_check_after_an_erasure_ends_holds_by_the_callers_settings(db, blobs, settings):
+    with db.transaction() as s:
+        uid = add_user(s).id
+        add_row(s, "privacy_requests", user_id=uid, email="ada@example.com", closed_at=utcnow() - 10 * DAY)
+    short = settings.model_copy(update={"retention_privacy_requests_days": 5})
+    summary = erase_user(db, blobs, None, uid, settings=short, verify=True)
+    assert ("database", "privacy_requests.email") in {(f.store, f.where) for f in summary["findings"]}
+
+
+def test_with_the_apps_context_an_immediate_request_stops_jobs_at_commit_and_erases_in_the_background(
+        db, blobs, settings, monkeypatch):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from imagen.privacy import background
+
+    ctx_settings = settings.model_copy(update={"retention_erasure_log_days": 3, "secret_key": "y" * 40})
+    executor = Executor()
+    ctx = background.PrivacyContext(db, blobs, ctx_settings, executor, pool=None)
+    monkeypatch.setitem(background._CONTEXTS, db.engine, ctx)
+    with db.transaction() as s:
+        user, other = add_user(s), add_user(s, "bob@example.com")
+        running, queued = add_generation(s, user.id, "running"), add_generation(s, other.id, "queued")
+        erasure = erasure_service.request(s, user=user, via="web", grace=False)
+        assert erasure.subject_id_hash == subject_hash(ctx_settings.resolved_secret_key(), user.id)
+        assert executor.canceled == []  # only once the request has committed
+        uid = user.id
+    assert executor.canceled == [running.id]
+    with db.transaction() as s:
+        assert s.get(Generation, queued.id).status == "queued"  # someone else's job
+        assert s.get(User, uid) is not None  # no pool: the erasure waits for the next pass
+
+    ctx.pool = ThreadPoolExecutor(max_workers=1)
+    with db.transaction() as s:
+        second = add_user(s, "cy@example.com")
+        erasure_service.request(s, user=second, via="web", grace=False)
+        second_id = second.id
+    ctx.pool.shutdown(wait=True)
+    with db.transaction() as s:
+        assert s.get(User, second_id) is None
+        proof = s.scalars(select(Erasure).where(Erasure.status == "completed")).one()
+        assert utcnow() + timedelta(days=2) < proof.hold_until <= utcnow() + timedelta(days=3)
