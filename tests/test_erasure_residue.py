@@ -507,3 +507,43 @@ def test_with_the_apps_context_an_immediate_request_stops_jobs_at_commit_and_era
         assert s.get(User, second_id) is None
         proof = s.scalars(select(Erasure).where(Erasure.status == "completed")).one()
         assert utcnow() + timedelta(days=2) < proof.hold_until <= utcnow() + timedelta(days=3)
+
+
+def test_gather_reads_only_the_persons_rows_by_id_and_by_email(db):
+    with db.transaction() as s:
+        ada, bob = add_user(s), add_user(s, "bob@example.com")
+        s.add(SecurityEvent(user_id=ada.id, kind="login", ip_address="198.51.100.1"))
+        s.add(SecurityEvent(user_id=None, email="ADA@example.com", kind="login_failed", ip_address="198.51.100.2"))
+        s.add(SecurityEvent(user_id=bob.id, kind="login", ip_address="198.51.100.3"))
+        ada_id = ada.id
+    with db.transaction() as s:
+        needles = erasure_module.gather(s, user_id=ada_id, secret="k")
+        ips = needles.kinds()["ip_address"]
+        assert ips == ["198.51.100.1", "198.51.100.2"]  # bob's address is not hers
+        assert ("id_hash", subject_hash("k", ada_id)) in needles.terms
+        assert needles.email == "ada@example.com"
+        unknown = erasure_module.gather(s, user_id=new_id())
+        assert unknown.email is None and [k for k, _ in unknown.terms] == ["id"]
+
+
+def test_rows_owned_by_email_count_as_that_persons(db, settings):
+    with db.transaction() as s:
+        add_user(s)
+        s.add(SecurityEvent(user_id=None, email="bob@example.com", kind="login_failed", ip_address="198.51.100.7"))
+        hers = SecurityEvent(user_id=None, email="ada@example.com", kind="login_failed", ip_address="198.51.100.7")
+        s.add(hers)
+    needles = needles_for(user_id=new_id(), email="ada@example.com", secret=None,
+                          identifiers={"ip_address": ["198.51.100.7"]})
+    found = [f for f in scan(db.engine, None, needles=needles, settings=settings)
+             if f.where == "security_events.ip_address"]
+    assert [(f.count, f.samples) for f in found] == [(1, [hers.id])]
+
+
+def test_a_hold_on_part_of_a_table_keeps_only_that_part(db, settings):
+    with db.transaction() as s:
+        uid = add_user(s).id
+        kept = add_row(s, "outbound_emails", user_id=None, to_address="ada@example.com", kind="privacy_request.code")
+        other = add_row(s, "outbound_emails", user_id=None, to_address="ada@example.com", kind="account.notice")
+    found = [f for f in scan(db.engine, None, user_id=uid, email="ada@example.com", settings=settings)
+             if f.where == "outbound_emails.to_address"]
+    assert sorted((f.allowed, f.samples[0]) for f in found) == sorted([(True, kept), (False, other)])
