@@ -429,13 +429,19 @@ def test_erasing_completes_the_existing_request_and_every_earlier_one(db, blobs,
         s.flush()
         erasure_service.request(s, user=user, via="web", settings=settings.model_copy(
             update={"erasure_grace_days": 14}))
+        bob = add_user(s, "bob@example.com")
+        theirs = Erasure(user_id=bob.id, status="scheduled", due_at=now + DAY, subject_email_hash="e2",
+                         subject_id_hash="i2")
+        s.add(theirs)
         uid = user.id
     summary = erase_user(db, blobs, None, uid, settings=settings)
     assert "residue" not in summary  # only checked when asked (verify)
     with db.transaction() as s:
         proofs = {e.id: e for e in s.scalars(select(Erasure))}
-        assert len(proofs) == 2
-        current = next(e for e in proofs.values() if e.id != earlier.id)
+        assert len(proofs) == 3
+        assert (proofs[theirs.id].user_id, proofs[theirs.id].hold_until, proofs[theirs.id].status) == (
+            bob.id, None, "scheduled")  # someone else's request is not touched
+        current = next(e for e in proofs.values() if e.id not in (earlier.id, theirs.id))
         assert (current.status, current.via, current.user_id) == ("completed", "web", None)
         assert current.started_at is not None and current.completed_at is not None
         assert current.completed_at <= utcnow() and current.hold_until is not None
@@ -488,13 +494,15 @@ def test_with_the_apps_context_an_immediate_request_stops_jobs_at_commit_and_era
     with db.transaction() as s:
         user, other = add_user(s), add_user(s, "bob@example.com")
         running, queued = add_generation(s, user.id, "running"), add_generation(s, other.id, "queued")
+        theirs_running = add_generation(s, other.id, "running")
         erasure = erasure_service.request(s, user=user, via="web", grace=False)
         assert erasure.subject_id_hash == subject_hash(ctx_settings.resolved_secret_key(), user.id)
         assert executor.canceled == []  # only once the request has committed
         uid = user.id
     assert executor.canceled == [running.id]
     with db.transaction() as s:
-        assert s.get(Generation, queued.id).status == "queued"  # someone else's job
+        assert s.get(Generation, queued.id).status == "queued"  # someone else's jobs
+        assert s.get(Generation, theirs_running.id).cancel_requested is False
         assert s.get(User, uid) is not None  # no pool: the erasure waits for the next pass
 
     ctx.pool = ThreadPoolExecutor(max_workers=1)
@@ -502,7 +510,9 @@ def test_with_the_apps_context_an_immediate_request_stops_jobs_at_commit_and_era
         second = add_user(s, "cy@example.com")
         erasure_service.request(s, user=second, via="web", grace=False)
         second_id = second.id
+        blobs.put(f"outputs/{second_id}/g/0.png", b"png")
     ctx.pool.shutdown(wait=True)
+    assert list(blobs.keys(f"outputs/{second_id}/")) == []
     with db.transaction() as s:
         assert s.get(User, second_id) is None
         proof = s.scalars(select(Erasure).where(Erasure.status == "completed")).one()
@@ -547,3 +557,70 @@ def test_a_hold_on_part_of_a_table_keeps_only_that_part(db, settings):
     found = [f for f in scan(db.engine, None, user_id=uid, email="ada@example.com", settings=settings)
              if f.where == "outbound_emails.to_address"]
     assert sorted((f.allowed, f.samples[0]) for f in found) == sorted([(True, kept), (False, other)])
+
+
+def test_the_proof_hash_is_stable_across_versions(settings):
+    import hashlib
+    import hmac
+
+    expected = hmac.new(b"k1", b"imagen-erasure:ada@example.com", hashlib.sha256).hexdigest()
+    assert subject_hash("k1", " Ada@Example.COM ") == expected  # proofs stored earlier must still be found
+
+
+def test_an_underscore_in_an_address_is_a_character_not_a_wildcard(db, settings):
+    with db.transaction() as s:
+        s.add(SecurityEvent(user_id=None, kind="login_failed", email="a_b@example.com"))
+        s.add(SecurityEvent(user_id=None, kind="login_failed", email="axb@example.com"))
+        s.add(SecurityEvent(user_id=None, kind="login_failed", email="a%b@example.com"))
+    for needle, count in (("a_b@example.com", 1), ("a%b@example.com", 1)):
+        found = [f for f in scan(db.engine, None, email=needle, settings=settings)
+                 if f.where == "security_events.email"]
+        assert [f.count for f in found] == [count], needle
+
+
+def test_scan_by_id_and_email_also_searches_their_hashes_and_names_rows_by_every_key(db, settings):
+    now = utcnow()
+    with db.transaction() as s:
+        uid = add_user(s).id
+        s.add(Erasure(user_id=None, status="completed", due_at=now, completed_at=now, hold_until=now + DAY,
+                      subject_email_hash=subject_hash("k", "ada@example.com"), subject_id_hash="i"))
+        request = add_row(s, "legal_requests")
+        add_row(s, "legal_request_users", legal_request_id=request, user_id=uid)
+    found = {f.where: f for f in scan(db.engine, None, user_id=uid, email="ada@example.com", secret="k",
+                                      settings=settings, now=now)}
+    assert found["erasures.subject_email_hash"].allowed
+    assert found["legal_request_users.user_id"].samples == [f"{request}/{uid}"]
+    with pytest.raises(ValueError) as nothing:
+        scan(db.engine, None, settings=settings)
+    assert str(nothing.value) == "give a user id or an email"
+
+
+def test_the_newest_open_request_is_the_current_one(db):
+    now = utcnow()
+    with db.transaction() as s:
+        uid = add_user(s).id
+        for when in (now - DAY, now, now - 2 * DAY):
+            s.add(Erasure(user_id=uid, status="scheduled", due_at=when, created_at=when, subject_email_hash="e",
+                          subject_id_hash="i"))
+    with db.transaction() as s:
+        assert erasure_service.current(s, user_id=uid).created_at == now
+
+
+def test_without_settings_or_an_app_the_environments_settings_apply(db, blobs, tmp_path, monkeypatch):
+    from imagen.kit.config import get_settings
+
+    monkeypatch.setenv("IMAGEN_DATA_DIR", str(tmp_path / "env-data"))
+    monkeypatch.setenv("IMAGEN_RETENTION_ERASURE_LOG_DAYS", "2")
+    get_settings.cache_clear()
+    try:
+        with db.transaction() as s:
+            user = add_user(s)
+            erasure = erasure_service.request(s, user=user, via="cli", grace=False)
+            assert erasure.subject_id_hash == subject_hash(get_settings().resolved_secret_key(), user.id)
+            uid = user.id
+        erase_user(db, blobs, None, uid)
+        with db.transaction() as s:
+            proof = s.scalars(select(Erasure)).one()
+            assert utcnow() + DAY < proof.hold_until <= utcnow() + 2 * DAY
+    finally:
+        get_settings.cache_clear()
