@@ -240,3 +240,171 @@ def test_rows_come_in_batches_once_each_and_file_names_drop_the_user_folder(db, 
     outputs = next(i for i in DATA_MAP if i.name == "outputs")
     assert archive_name(outputs, uid, f"outputs/{uid}/g/0.png") == "files/outputs/g/0.png"
     assert archive_name(outputs, uid, "elsewhere/0.png") == "files/outputs/elsewhere/0.png"
+
+
+# --- from the survivors of the mutation run ---
+
+
+def test_with_the_apps_context_a_request_is_built_after_the_commit_with_its_expiry(db, blobs, settings,
+                                                                                     monkeypatch):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from imagen.privacy import background
+
+    ctx = background.PrivacyContext(db, blobs, settings.model_copy(update={"export_expiry_days": 2}),
+                                    pool=ThreadPoolExecutor(max_workers=1))
+    monkeypatch.setitem(background._CONTEXTS, db.engine, ctx)
+    uid = add_user(db)
+    with db.transaction() as s:
+        export_id = export_service.request(s, user_id=uid).id
+    ctx.pool.shutdown(wait=True)
+    with db.transaction() as s:
+        export = s.get(Export, export_id)
+        assert export.status == "ready" and utcnow() + DAY < export.expires_at <= utcnow() + 2 * DAY
+
+
+def test_a_build_touches_only_its_own_export_and_a_failed_publication_leaves_no_file(db, blobs, monkeypatch):
+    from imagen.notifications.service import notification_service
+
+    uid, other = add_user(db), add_user(db, "bob@example.com")
+    with db.transaction() as s:
+        mine, theirs = export_service.request(s, user_id=uid).id, export_service.request(s, user_id=other).id
+    assert build_export(db, blobs, mine) == "ready"
+    with db.transaction() as s:
+        assert (s.get(Export, theirs).status, s.get(Export, theirs).blob_key) == ("pending", None)
+
+    def refuse(*args, **kwargs):
+        raise RuntimeError("notifications are down")
+
+    monkeypatch.setattr(notification_service, "notify", refuse)
+    assert build_export(db, blobs, theirs) == "failed"
+    assert list(blobs.keys(f"exports/{other}/")) == []  # the ZIP went with the rolled-back publication
+    with db.transaction() as s:
+        assert s.get(Export, mine).status == "ready" and s.get(Export, theirs).status == "failed"
+
+
+def test_a_build_that_loses_a_race_keeps_the_winners_file_and_an_erased_one_leaves_none(db, blobs, monkeypatch):
+    uid = add_user(db)
+    with db.transaction() as s:
+        raced = export_service.request(s, user_id=uid).id
+    real = exports.write_zip
+
+    def another_run_finishes_first(db_, blobs_, user_id, path):
+        real(db_, blobs_, user_id, path)
+        blobs.put(exports.export_key(uid, raced), b"the winner's zip")
+        with db.transaction() as s:
+            row = s.get(Export, raced)
+            row.status, row.blob_key = "ready", exports.export_key(uid, raced)
+
+    monkeypatch.setattr(exports, "write_zip", another_run_finishes_first)
+    assert build_export(db, blobs, raced) == "ready"
+    assert blobs.local_path(exports.export_key(uid, raced)).exists()
+    with db.transaction() as s:
+        assert s.scalars(select(Notification)).all() == []  # the winner notifies, not this run
+        erased = Export(user_id=uid, status="pending")
+        s.add(erased)
+
+    def erased_meanwhile(db_, blobs_, user_id, path):
+        real(db_, blobs_, user_id, path)
+        with db.transaction() as s:
+            s.delete(s.get(Export, erased.id))
+
+    monkeypatch.setattr(exports, "write_zip", erased_meanwhile)
+    assert build_export(db, blobs, erased.id) == "gone"
+    assert not blobs.exists(exports.export_key(uid, erased.id))
+
+
+def test_the_zip_is_written_in_the_staging_folder_and_expires_after_a_week_by_default(db, blobs, monkeypatch):
+    uid = add_user(db)
+    with db.transaction() as s:
+        export_id = export_service.request(s, user_id=uid).id
+    where = []
+    real = exports.write_zip
+    monkeypatch.setattr(exports, "write_zip", lambda d, b, u, path: where.append(path.parent) or real(d, b, u, path))
+    before = utcnow()
+    assert build_export(db, blobs, export_id) == "ready"
+    assert where == [blobs.staging_dir()]
+    with db.transaction() as s:
+        assert before + 7 * DAY <= s.get(Export, export_id).expires_at <= utcnow() + 7 * DAY
+
+
+def test_section_headers_say_what_is_held_and_what_this_installation_has_not(db, blobs, monkeypatch):
+    uid = add_user(db)
+    other = add_user(db, "bob@example.com")
+    blobs.put(f"outputs/{other}/g/0.png", b"not hers")
+    blobs.put(f"exports/{uid}/older.zip", b"an earlier export")
+    with db.transaction() as s:
+        s.add(Export(user_id=uid, status="ready", blob_key=f"exports/{uid}/older.zip", expires_at=utcnow() + DAY))
+        export_id = export_service.request(s, user_id=uid).id
+    real = exports._tables()
+    monkeypatch.setattr(exports, "_tables", lambda: {k: v for k, v in real.items() if k != "outputs"})
+    assert build_export(db, blobs, export_id) == "ready"
+    zf, data = read_zip(blobs, f"exports/{uid}/{export_id}.zip")
+    keys = {"category", "description", "source", "purpose", "legal_basis", "retention", "providers", "collected",
+            "note", "files_included", "withheld", "items", "count"}
+    for item in DATA_MAP:
+        section = data["sections"][item.name]
+        assert set(section) == keys, item.name
+        assert (section["description"], section["source"]) == (item.description, item.source)
+    outputs = data["sections"]["outputs"]
+    assert (outputs["collected"], outputs["items"]) == (False, [])
+    assert outputs["note"] == "none held: this installation has no outputs table"
+    for name in ("analytics_events", "insights"):  # not built: said so, nothing listed
+        item = next(i for i in DATA_MAP if i.name == name)
+        assert data["sections"][name]["collected"] is False and data["sections"][name]["items"] == []
+        assert data["sections"][name]["note"] == item.note
+    sessions = data["sections"]["login_sessions"]
+    assert sessions["collected"] is True and sessions["note"] == next(
+        i.note for i in DATA_MAP if i.name == "login_sessions")
+    names = zf.namelist()
+    assert b"not hers" not in [zf.read(n) for n in names if n.startswith("files/")]
+    assert not any(n.endswith("older.zip") for n in names)  # an export does not include earlier exports
+    assert zf.getinfo("data.json").compress_type == zipfile.ZIP_DEFLATED
+
+
+def test_rows_found_by_email_and_text_beyond_ascii_are_exported_as_they_are(db, blobs):
+    from imagen.kit.models import Base
+
+    uid = add_user(db)
+    table = Base.metadata.tables["privacy_requests"]
+    with db.transaction() as s:
+        from sqlalchemy import insert
+
+        values = {c.name: None for c in table.c}
+        now = utcnow()
+        values.update(id=new_id(), kind="access", status="received", email="ADA@example.com",
+                      details="Café ☕ - please", channel="form", user_id=None, received_at=now, due_at=now,
+                      code_attempts=0, codes_sent=0, created_at=now)
+        s.execute(insert(table).values({k: v for k, v in values.items() if k in table.c}))
+        export_id = export_service.request(s, user_id=uid).id
+    assert build_export(db, blobs, export_id) == "ready"
+    zf, data = read_zip(blobs, f"exports/{uid}/{export_id}.zip")
+    (request,) = data["sections"]["privacy_requests"]["items"]
+    assert request["details"] == "Café ☕ - please"
+    assert "Café ☕" in zf.read("data.json").decode("utf-8")  # written as UTF-8, not \\u escapes
+
+
+def test_files_keep_their_path_below_the_users_folder():
+    uid = new_id()
+    outputs = next(i for i in DATA_MAP if i.name == "outputs")
+    assert archive_name(outputs, uid, f"outputs/{uid}/g/{uid}/0.png") == f"files/outputs/g/{uid}/0.png"
+
+
+def test_listing_lookup_and_purge_edges(db, blobs):
+    uid, now = add_user(db), utcnow()
+    with db.transaction() as s:
+        a = Export(id="a" * 32, user_id=uid, status="ready", created_at=now, expires_at=now)
+        b = Export(id="b" * 32, user_id=uid, status="ready", created_at=now, expires_at=now + 2 * DAY)
+        c = Export(id="c" * 32, user_id=uid, status="pending", created_at=now)
+        done = Export(id="d" * 32, user_id=uid, status="expired", created_at=now - DAY, expires_at=now - DAY)
+        s.add_all([a, b, c, done])
+    with db.transaction() as s:
+        assert [e.id for e in export_service.list(s, user_id=uid)] == ["c" * 32, "b" * 32, "a" * 32, "d" * 32]
+        assert export_service.pending_ids(s, created_before=now) == ["c" * 32]
+        with pytest.raises(NotFound) as missing:
+            export_service.get(s, user_id=uid, export_id="x" * 32)
+        assert missing.value.detail == "Export not found"
+        assert export_service.purge_expired(s, blobs=blobs, now=now) == 1  # expires_at == now: expired
+        assert export_service.purge_expired(s, blobs=blobs, now=now + 3 * DAY) == 1  # by the caller's clock
+    with db.transaction() as s:
+        assert s.get(Export, "b" * 32).status == "expired"
