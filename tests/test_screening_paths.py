@@ -252,3 +252,158 @@ def test_the_nsfw_policy_blurs_or_blocks_what_is_stored(db, ctx, monkeypatch):
     with db.transaction() as s:
         assert screen_outputs(s, gen=Gen("g" * 32, uid, None, {}), images=[Image_(png, 3)]) is None
         assert s.scalars(select(SafetyCase)).all() == []  # the NSFW policy opens no case
+
+
+# --- from the survivors of the mutation run ---
+
+
+def photo(seed: int = 3, size: int = 128) -> bytes:
+    """An ordinary-looking picture (gradient under soft shapes), good enough for a PDQ hash."""
+    import numpy as np
+    from PIL import ImageDraw, ImageFilter
+
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:size, 0:size] / size
+    t = (np.cos(seed) * x + np.sin(seed) * y)[..., None]
+    c0, c1 = rng.uniform(0, 255, 3), rng.uniform(0, 255, 3)
+    image = Image.fromarray((c0 * (1 - t) + c1 * t).clip(0, 255).astype(np.uint8))
+    draw = ImageDraw.Draw(image)
+    for _ in range(12):
+        x0, y0 = (int(v) for v in rng.integers(0, size, 2))
+        w, h = (int(v) for v in rng.integers(size // 10, size // 2, 2))
+        draw.ellipse((x0, y0, x0 + w, y0 + h), fill=tuple(int(v) for v in rng.integers(0, 256, 3)))
+    buf = io.BytesIO()
+    image.filter(ImageFilter.GaussianBlur(1.5)).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def pdq_bank(db: Database, data: bytes) -> str:
+    from imagen.safety.matcher import pdq_hex
+
+    value = pdq_hex(Image.open(io.BytesIO(data)))[0]
+    with db.transaction() as s:
+        hash_bank_service.import_lines(s, name="pdq-bank", hash_type="pdq", lines=[value])
+    return value
+
+
+def test_one_encrypted_copy_named_by_its_evidence_and_the_pdq_value_kept(db, ctx):
+    from imagen.safety.quarantine import PREFIX, quarantine_key
+
+    uid = add_user(db)
+    image = photo()
+    value = pdq_bank(db, image)
+    refused_upload(db, user_id=uid, original=image, png=image, filename="p.png")
+    with db.transaction() as s:
+        (evidence,) = s.scalars(select(Evidence)).all()
+        assert evidence.quarantine_blob_key == quarantine_key(evidence.id) and evidence.pdq == value
+    assert list(ctx.quarantine.blobs.keys(PREFIX)) == [quarantine_key(evidence.id)]
+
+
+def test_an_output_case_names_the_account_its_pdq_and_the_login_it_came_from(db, ctx):
+    from datetime import timedelta
+
+    from imagen.accounts.models import SecurityEvent
+    from imagen.kit.db import utcnow
+
+    uid = add_user(db)
+    submitted = utcnow() - timedelta(hours=2)
+    with db.transaction() as s:
+        s.add(SecurityEvent(user_id=uid, kind="login", ip_address="198.51.100.1",
+                            created_at=submitted - timedelta(hours=1)))
+        s.add(SecurityEvent(user_id=uid, kind="login", ip_address="198.51.100.2",
+                            created_at=submitted + timedelta(hours=1)))
+    image = photo(4)
+    value = pdq_bank(db, image)
+    gen = Gen("g" * 32, uid, submitted, {"prompt": "p"})
+    with db.transaction() as s:
+        assert screen_outputs(s, gen=gen, images=[Image_(image, 1)]) is None
+    with db.transaction() as s:
+        (case,) = s.scalars(select(SafetyCase)).all()
+        (evidence,) = s.scalars(select(Evidence)).all()
+        assert (case.user_id, evidence.user_id, evidence.pdq) == (uid, uid, value)
+        assert evidence.ip_address == "198.51.100.1"  # the login before the submit, not a later one
+
+
+def test_exact_matches_record_no_pdq_and_model_files_their_type(db, ctx, tmp_path):
+    uid = add_user(db)
+    png = png_of((3, 3, 3))
+    bank(db, "sha256", png)
+    refused_upload(db, user_id=uid, original=png, png=png, filename="a.png")
+    with db.transaction() as s:  # an output's case is written in the worker's own transaction
+        assert screen_outputs(s, gen=Gen("g" * 32, uid, None, {}), images=[Image_(png, 1)]) is None
+    weights = tmp_path / "w.safetensors"
+    weights.write_bytes(png)
+    with pytest.raises(Blocked), db.transaction() as s:
+        s.get(User, uid)
+        screen_model_file(s, user_id=uid, sha256=hashlib.sha256(png).hexdigest(), path=weights, filename="w")
+    with db.transaction() as s:
+        evidence = s.scalars(select(Evidence)).all()
+        assert [e.pdq for e in evidence] == [None] * len(evidence) and len(evidence) == 3
+        assert {e.source: e.content_type for e in evidence}["model_upload"] == "application/octet-stream"
+
+
+def test_a_session_bound_to_a_connection_finds_the_context(db, ctx):
+    from sqlalchemy.orm import Session
+
+    with db.engine.connect() as conn, Session(bind=conn) as s:
+        assert context_for(s) is ctx
+
+
+def configured(db, tmp_path, settings, **values):
+    context = install(db, LocalBlobStore(tmp_path / "blobs2"), settings.model_copy(update=values))
+    context.matcher.reload_seconds = 0
+    return context
+
+
+def test_the_operators_nsfw_policy_is_the_one_applied(db, settings, tmp_path, monkeypatch):
+    from imagen.safety import nsfw
+
+    label = sorted(nsfw.LABELS)[0]
+    seen = []
+
+    def classify(self, png_bytes):
+        seen.append(png_bytes)
+        return [nsfw.Detection(label, 0.9, (2, 2, 8, 8))]
+
+    monkeypatch.setattr(nsfw.NsfwClassifier, "classify", classify)
+    uid = add_user(db)
+    png = photo(size=32)  # not one flat colour, which a blur would leave as it is
+    configured(db, tmp_path, settings, nsfw_policy=f'{{"{label}": "blur"}}', nsfw_blur_mode="image")
+    with db.transaction() as s:
+        blurred = screen_reference_image(s, user_id=uid, original=png, png=png, filename="a.png")
+        (kept,) = screen_outputs(s, gen=Gen("g" * 32, uid, None, {}), images=[Image_(png, 5)])
+    assert seen == [png, png] and blurred != png and kept.png == blurred
+    assert Image.open(io.BytesIO(blurred)).size == (32, 32)
+    configured(db, tmp_path, settings, nsfw_policy=f'{{"{label}": "block"}}')
+    with pytest.raises(Blocked), db.transaction() as s:
+        screen_reference_image(s, user_id=uid, original=png, png=png, filename="a.png")
+    with db.transaction() as s:
+        assert screen_outputs(s, gen=Gen("g" * 32, uid, None, {}), images=[Image_(png, 5)]) is None
+
+
+def test_without_an_app_the_checks_still_run(tmp_path):
+    other = Database(f"sqlite:///{tmp_path / 'bare.db'}")
+    try:
+        png = png_of((1, 1, 1))
+        with other.transaction() as s:  # no context: no banks, the environment's (empty) NSFW policy
+            assert screen_reference_image(s, user_id="u", original=png, png=png, filename="a.png") == png
+            assert screen_prompt(s, user_id="u", prompt="a lighthouse", negative_prompt="") is None
+            images = [Image_(png, 1)]
+            assert screen_outputs(s, gen=Gen("g" * 32, "u", None, {}), images=images) == images
+    finally:
+        other.dispose()
+
+
+def test_the_operators_prompt_rules_apply_to_negative_prompts_when_they_say_so(db, settings, tmp_path):
+    import json
+
+    rules = tmp_path / "rules.json"
+    rules.write_text(json.dumps({"rules": [{"id": "no-zebras", "category": "zebras",
+                                            "applies_to": ["negative_prompt"], "any_of": ["zebra"]}]}))
+    uid = add_user(db)
+    configured(db, tmp_path, settings, prompt_rules_file=rules)
+    with pytest.raises(Unprocessable) as refused, db.transaction() as s:
+        s.get(User, uid)
+        screen_prompt(s, user_id=uid, prompt="a field", negative_prompt="a zebra")
+    assert refused.value.detail[0]["loc"] == ["body", "params", "negative_prompt"]
+    assert "zebras" in refused.value.detail[0]["msg"]
