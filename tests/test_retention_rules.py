@@ -334,7 +334,8 @@ def test_periods_and_holds_end_after_their_last_moment_not_on_it(db, settings, b
 
 def test_files_of_purged_rows_go_with_them_also_across_batches(db, settings, blobs, monkeypatch):
     """Outputs cascade with their failed generation; an export record's own file goes with the record."""
-    monkeypatch.setattr(retention, "CHUNK", 2)
+    batches = retention._chunks
+    monkeypatch.setattr(retention, "_chunks", lambda items: batches(items, 2))  # 3 rows: two batches
     uid, now = add_user(db), utcnow()
     finished = now - timedelta(days=settings.retention_failed_generations_days + 1)
     keys = []
