@@ -13,6 +13,7 @@ connection.
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import subprocess
 import sys
@@ -217,6 +218,76 @@ def test_saturated_server_answers_503_with_retry_after_at_once(serve):
     assert_healthz_quick(health)
     # Once the crowd has gone, everything answers again.
     assert httpx.get(f"{server.url}/api/v1/generations", headers=bearer(user), timeout=30).status_code == 200
+
+
+def _png() -> bytes:
+    from PIL import Image
+
+    out = io.BytesIO()
+    Image.effect_noise((64, 64), 40).convert("RGB").save(out, format="PNG")
+    return out.getvalue()
+
+
+class SlowUpload:
+    """A reference-image upload over a raw socket that sends its headers and half its body, then waits."""
+
+    BOUNDARY = "loadtestboundary"
+
+    def __init__(self, server: LiveServer, user: dict[str, str], png: bytes) -> None:
+        head = (f"--{self.BOUNDARY}\r\nContent-Disposition: form-data; name=\"kind\"\r\n\r\nreference_image\r\n"
+                f"--{self.BOUNDARY}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"noise.png\"\r\n"
+                "Content-Type: image/png\r\n\r\n").encode() + png
+        self.body = head + f"\r\n--{self.BOUNDARY}--\r\n".encode()
+        self.request = (f"POST /api/v1/assets HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\n"
+                        f"Authorization: Bearer {user['api_key']}\r\nConnection: close\r\n"
+                        f"Content-Type: multipart/form-data; boundary={self.BOUNDARY}\r\n"
+                        f"Content-Length: {len(self.body)}\r\n\r\n").encode()
+        self.port = server.port
+
+    async def start(self) -> None:
+        self.reader, self.writer = await asyncio.open_connection("127.0.0.1", self.port)
+        self.writer.write(self.request + self.body[: len(self.body) // 2])
+        await self.writer.drain()
+
+    async def finish(self) -> int:
+        self.writer.write(self.body[len(self.body) // 2:])
+        await self.writer.drain()
+        status_line = await asyncio.wait_for(self.reader.readline(), REQUEST_TIMEOUT)
+        self.writer.close()
+        return int(status_line.split()[1])
+
+    def abandon(self) -> None:
+        self.writer.close()
+
+
+def test_slow_uploads_do_not_hold_the_slots_of_everyone_else(serve):
+    # Four slots, eight uploads whose clients stall halfway: the uploads wait on their clients outside the slots.
+    server = serve(IMAGEN_WORKER_THREADS="4")
+    uploader = signup(server.url, "uploader@example.com", POLICY_VERSION)
+    other = signup(server.url, "other@example.com", POLICY_VERSION)
+    png = _png()
+
+    async def scenario() -> tuple[list[tuple[Any, float, Any]], int]:
+        uploads = [SlowUpload(server, uploader, png) for _ in range(8)]
+        for upload in uploads:
+            await upload.start()
+        await asyncio.sleep(1.0)  # every upload is in its endpoint, waiting for the rest of its body
+        try:
+            others = await crowd(server.url, [("GET", "/api/v1/generations", bearer(other))] * 20)
+            finished = await uploads[0].finish()  # back into a slot, in turn, and stored
+        finally:
+            for upload in uploads[1:]:
+                upload.abandon()
+        return others, finished
+
+    others, finished = asyncio.run(scenario())
+    statuses = Counter(status for status, _, _ in others)
+    assert statuses == {200: 20}, f"{statuses}; server log: {server.log_tail()}"
+    slowest = max(seconds for _, seconds, _ in others)
+    assert slowest < 5.0, f"a request took {slowest:.1f} s beside stalled uploads"
+    assert finished == 201, server.log_tail()
+    assets = httpx.get(f"{server.url}/api/v1/assets", headers=bearer(uploader), timeout=30).json()
+    assert [a["filename"] for a in assets] == ["noise.png"]
 
 
 # ---- the gate itself (no server) ----

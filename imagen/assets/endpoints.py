@@ -5,6 +5,7 @@ from urllib.parse import quote
 from fastapi import APIRouter, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
+from sqlalchemy.orm import Session
 
 from imagen.accounts.models import User
 from imagen.assets.models import ASSET_KINDS, Asset
@@ -28,6 +29,13 @@ def asset_out(asset: Asset, user: User) -> AssetOut:
     )
 
 
+def _release_connection(session: Session) -> None:
+    """End the transaction so far (the login's reads) and begin the next without a connection: one is taken when
+    the upload is stored, and a refusal still rolls back and runs its after-rollback work (safety/checks.py)."""
+    session.commit()
+    session.begin()
+
+
 @router.post("/assets", status_code=status.HTTP_201_CREATED, response_model=AssetOut, openapi_extra=UPLOAD_OPENAPI,
              responses={200: {"model": AssetOut, "description": "You already have this file: the existing asset"}})
 @body_limit(None)  # streamed to disk under the upload limits and the user's quota (assets/uploads.py)
@@ -35,8 +43,13 @@ async def upload_asset(request: Request, response: Response, user: CurrentUser, 
                        settings: SettingsDep) -> AssetOut:
     """Upload a checkpoint or LoRA (.safetensors) or a reference image (PNG/JPEG/WebP), streamed to disk."""
     blobs, limits = request.app.state.blobs, UploadLimits.from_settings(settings)
+    # The body may take long: wait for it with nothing open in the database and out of the request's slot, so slow
+    # uploads cannot hold every slot and stall everyone else (kit/capacity.py); back in, in turn, to store it.
+    await run_in_threadpool(_release_connection, session)
+    request.state.db_slot.step_out()
     upload = await receive_upload(request, user=user, limits=limits, staging=blobs.staging_dir(),
                                   idle_timeout=settings.upload_idle_timeout_seconds)
+    await request.state.db_slot.step_in()
     asset, created = await run_in_threadpool(
         lambda: asset_service.add_file(session, user=user, staged=upload.staged, kind=upload.kind, blobs=blobs,
                                        limits=limits, public=upload.public))

@@ -39,9 +39,8 @@ class RequestGate:
         self._free = asyncio.Semaphore(size)
         self.waiting = self.holding = 0
 
-    @asynccontextmanager
-    async def slot(self, *, bounded: bool = True) -> AsyncIterator[None]:
-        """A slot for the block; `bounded=False` (a stream that has already answered) waits without limits."""
+    async def acquire(self, *, bounded: bool = True) -> None:
+        """`bounded=False` (a stream or upload that is already under way) waits as long as it takes."""
         if bounded and self._free.locked() and self.waiting >= self.max_waiting:
             raise Busy(f"The server is busy ({self.waiting} requests waiting); try again in a moment")
         self.waiting += 1
@@ -57,11 +56,39 @@ class RequestGate:
         finally:
             self.waiting -= 1
         self.holding += 1
+
+    def release(self) -> None:
+        self.holding -= 1
+        self._free.release()
+
+    @asynccontextmanager
+    async def slot(self, *, bounded: bool = True) -> AsyncIterator[Slot]:
+        """A slot for the block, which the block may step out of while it waits on its client (`Slot`)."""
+        await self.acquire(bounded=bounded)
+        held = Slot(self)
         try:
-            yield
+            yield held
         finally:
-            self.holding -= 1
-            self._free.release()
+            if held.held:
+                self.release()
+
+
+class Slot:
+    """A request's slot. An endpoint that waits on its client for long (an upload's body) steps out first, with
+    nothing open in the database, so slow clients cannot hold every slot."""
+
+    def __init__(self, gate: RequestGate) -> None:
+        self.gate, self.held = gate, True
+
+    def step_out(self) -> None:
+        if self.held:
+            self.held = False
+            self.gate.release()
+
+    async def step_in(self) -> None:
+        if not self.held:
+            await self.gate.acquire(bounded=False)  # the client has done its part: it is served, however late
+            self.held = True
 
 
 class OpenStreams:

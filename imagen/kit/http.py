@@ -80,7 +80,8 @@ class SecurityHeadersMiddleware:
 async def _database_slot(request: Request) -> AsyncIterator[None]:
     # Waited for on the event loop before the session exists: a waiting request holds no thread and no
     # connection (kit/capacity.py). Released after the session has closed, before the response is sent.
-    async with request.app.state.gate.slot():
+    async with request.app.state.gate.slot() as slot:
+        request.state.db_slot = slot  # an upload steps out of it while its body arrives (assets/endpoints.py)
         yield
 
 
