@@ -25,6 +25,7 @@ from typing import Any
 
 import httpx
 import pytest
+from fastapi.testclient import TestClient
 
 from imagen.inference.runtime import Runtime
 from imagen.kit.capacity import Busy, RequestGate
@@ -288,6 +289,25 @@ def test_slow_uploads_do_not_hold_the_slots_of_everyone_else(serve):
     assert finished == 201, server.log_tail()
     assets = httpx.get(f"{server.url}/api/v1/assets", headers=bearer(uploader), timeout=30).json()
     assert [a["filename"] for a in assets] == ["noise.png"]
+
+
+def test_an_exhausted_pool_answers_503_with_retry_after_not_a_long_wait(settings, app):
+    settings.db_pool_size, settings.db_pool_timeout_seconds = 2, 0.5
+    with TestClient(app, base_url="https://testserver") as client:
+        assert client.get("/api/v1/policy").status_code == 200
+        held = [app.state.db.engine.connect() for _ in range(2)]  # every connection taken, as by stuck work
+        try:
+            t0 = time.monotonic()
+            r = client.get("/api/v1/policy")
+            waited = time.monotonic() - t0
+            assert client.get("/healthz").status_code == 200  # touches no pool
+        finally:
+            for conn in held:
+                conn.close()
+        assert r.status_code == 503 and r.headers["Retry-After"].isdigit(), r.text
+        assert "unavailable" in r.json()["detail"]
+        assert waited < 5.0, f"the refusal took {waited:.1f} s"
+        assert client.get("/api/v1/policy").status_code == 200
 
 
 # ---- the gate itself (no server) ----
