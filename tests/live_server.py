@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 
 PASSWORD = "a-Long-enough-passphrase-7"
+REPO = Path(__file__).resolve().parent.parent  # `python -m imagen.cli` runs this checkout's code
 
 
 def free_port() -> int:
@@ -49,7 +50,7 @@ class LiveServer:
         self._log = self.log_path.open("wb")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "imagen.cli", "serve", "--host", "127.0.0.1", "--port", str(self.port)],
-            env=self.env, stdout=self._log, stderr=subprocess.STDOUT)
+            env=self.env, stdout=self._log, stderr=subprocess.STDOUT, cwd=REPO)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
