@@ -175,8 +175,9 @@ def test_a_failed_build_says_so_and_leaves_no_file(db, blobs, monkeypatch):
         assert (export.status, export.blob_key) == ("failed", None) and export.finished_at is not None
         assert export.error == "The export could not be built (OSError); request a new one"
     assert list(blobs.keys("exports/")) == [] and list(blobs.staging_dir().iterdir()) == []
-    with pytest.raises(LookupError, match="the account no longer exists"):
+    with pytest.raises(LookupError) as gone:
         real(db, blobs, new_id(), Path(blobs.staging_dir()) / "x.zip")
+    assert str(gone.value) == "the account no longer exists"
 
 
 def test_the_zip_holds_every_section_without_secrets_and_with_the_files(db, blobs):
@@ -201,6 +202,7 @@ def test_the_zip_holds_every_section_without_secrets_and_with_the_files(db, blob
     assert zf.read("README.txt").decode() == README
     assert (data["format"], data["user_id"]) == (FORMAT, uid) and data["generated_at"][:4].isdigit()
     assert list(data["sections"]) == [i.name for i in DATA_MAP]
+    assert "§" in zf.read("data.json").decode("utf-8")  # headers written as UTF-8, not \u escapes
     for item in DATA_MAP:
         section = data["sections"][item.name]
         assert (section["category"], section["purpose"], section["legal_basis"], section["retention"],
@@ -226,7 +228,7 @@ def test_the_zip_holds_every_section_without_secrets_and_with_the_files(db, blob
 
 
 def test_rows_come_in_batches_once_each_and_file_names_drop_the_user_folder(db, monkeypatch):
-    monkeypatch.setattr(exports, "BATCH", 2)
+    monkeypatch.setattr(exports, "BATCH", 3)  # 5 rows: a full batch, then the rest
     uid = add_user(db)
     other = add_user(db, "bob@example.com")
     with db.transaction() as s:
@@ -266,9 +268,10 @@ def test_with_the_apps_context_a_request_is_built_after_the_commit_with_its_expi
 def test_a_build_touches_only_its_own_export_and_a_failed_publication_leaves_no_file(db, blobs, monkeypatch):
     from imagen.notifications.service import notification_service
 
-    uid, other = add_user(db), add_user(db, "bob@example.com")
+    uid, other, third = add_user(db), add_user(db, "bob@example.com"), add_user(db, "cy@example.com")
     with db.transaction() as s:
         mine, theirs = export_service.request(s, user_id=uid).id, export_service.request(s, user_id=other).id
+        waiting = export_service.request(s, user_id=third).id
     assert build_export(db, blobs, mine) == "ready"
     with db.transaction() as s:
         assert (s.get(Export, theirs).status, s.get(Export, theirs).blob_key) == ("pending", None)
@@ -281,6 +284,7 @@ def test_a_build_touches_only_its_own_export_and_a_failed_publication_leaves_no_
     assert list(blobs.keys(f"exports/{other}/")) == []  # the ZIP went with the rolled-back publication
     with db.transaction() as s:
         assert s.get(Export, mine).status == "ready" and s.get(Export, theirs).status == "failed"
+        assert s.get(Export, waiting).status == "pending"  # a failure marks only its own export
 
 
 def test_a_build_that_loses_a_race_keeps_the_winners_file_and_an_erased_one_leaves_none(db, blobs, monkeypatch):
@@ -332,6 +336,7 @@ def test_section_headers_say_what_is_held_and_what_this_installation_has_not(db,
     uid = add_user(db)
     other = add_user(db, "bob@example.com")
     blobs.put(f"outputs/{other}/g/0.png", b"not hers")
+    blobs.put(f"outputs/{uid}/g/0.png", b"a file no row names")  # with no outputs table, no outputs listed
     blobs.put(f"exports/{uid}/older.zip", b"an earlier export")
     with db.transaction() as s:
         s.add(Export(user_id=uid, status="ready", blob_key=f"exports/{uid}/older.zip", expires_at=utcnow() + DAY))
