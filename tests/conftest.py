@@ -23,7 +23,9 @@ from imagen.app import create_app
 from imagen.inference.runtime import Runtime
 from imagen.kit import migrate
 from imagen.kit.config import Settings
+from imagen.kit.db import Database
 from imagen.kit.models import Base
+from imagen.storage.local import LocalBlobStore
 
 BACKENDS = [b.strip() for b in os.environ.get("IMAGEN_TEST_DATABASES", "sqlite,postgresql").split(",") if b.strip()]
 POSTGRES_URL = os.environ.get(
@@ -87,6 +89,19 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
         url = request.getfixturevalue("postgres_migrated")
         _truncate_postgres(url)
         yield url
+
+
+@pytest.fixture
+def db(database_url: str) -> Iterator[Database]:
+    """The database alone, for tests that call services directly without the app."""
+    database = Database(database_url)
+    yield database
+    database.dispose()
+
+
+@pytest.fixture
+def blobs(tmp_path: Path) -> LocalBlobStore:
+    return LocalBlobStore(tmp_path / "blobs")
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Iterator
 from datetime import date, timedelta
 
 import pytest
@@ -23,19 +22,12 @@ from imagen.consent.service import (
     parse_defaults,
     text_sha256,
 )
-from imagen.kit.db import Database, utcnow
+from imagen.kit.db import utcnow
 from imagen.kit.errors import Conflict, Forbidden, Unprocessable
 from imagen.notifications.models import Notification
 
 STANDARD = ("Please read the updated policy and accept it to keep creating. Until then you can still view, "
             "export or delete your data and change your consent choices.")
-
-
-@pytest.fixture
-def db(database_url: str) -> Iterator[Database]:
-    database = Database(database_url)
-    yield database
-    database.dispose()
 
 
 def add_user(s, email: str = "ada@example.com", country: str = "GB") -> User:

@@ -7,7 +7,6 @@ test_privacy_core.py covers the end-to-end paths.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import date, timedelta
 
 import pytest
@@ -15,27 +14,14 @@ from sqlalchemy import func, select
 
 from imagen.accounts.models import ApiKey, LoginSession, SecurityEvent, User
 from imagen.generation.models import Generation, Output
-from imagen.kit.db import Database, new_id, utcnow
+from imagen.kit.db import new_id, utcnow
 from imagen.kit.errors import Conflict, NotFound
 from imagen.privacy import erasure as erasure_module
 from imagen.privacy.erasure import UNUSABLE_PASSWORD, erase_due, erase_user, erasure_service
 from imagen.privacy.models import Erasure
 from imagen.privacy.residue import MIN_LENGTH, Needles, needles_for, residue, scan, subject_hash
-from imagen.storage.local import LocalBlobStore
 
 DAY = timedelta(days=1)
-
-
-@pytest.fixture
-def db(database_url: str) -> Iterator[Database]:
-    database = Database(database_url)
-    yield database
-    database.dispose()
-
-
-@pytest.fixture
-def blobs(tmp_path) -> LocalBlobStore:
-    return LocalBlobStore(tmp_path / "blobs")
 
 
 def add_user(s, email: str = "Ada@Example.com") -> User:

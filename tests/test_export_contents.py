@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import zipfile
-from collections.abc import Iterator
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -28,18 +27,6 @@ from imagen.privacy.models import Export
 from imagen.storage.local import LocalBlobStore
 
 DAY = timedelta(days=1)
-
-
-@pytest.fixture
-def db(database_url: str) -> Iterator[Database]:
-    database = Database(database_url)
-    yield database
-    database.dispose()
-
-
-@pytest.fixture
-def blobs(tmp_path) -> LocalBlobStore:
-    return LocalBlobStore(tmp_path / "blobs")
 
 
 def add_user(db: Database, email: str = "ada@example.com") -> str:

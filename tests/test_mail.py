@@ -65,13 +65,6 @@ def smtp_server() -> Iterator[tuple[Inbox, int]]:
         controller.stop()
 
 
-@pytest.fixture
-def db(database_url: str) -> Iterator[Database]:
-    database = Database(database_url)
-    yield database
-    database.dispose()
-
-
 def rows(db: Database) -> list[OutboundEmail]:
     with db.transaction() as s:
         return list(s.scalars(select(OutboundEmail).order_by(OutboundEmail.created_at)))

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -69,13 +68,6 @@ def from_values(*banks: list[str], **kwargs: int) -> HashMatcher:
     owners = np.concatenate([np.full(len(values), i, np.int32) for i, values in enumerate(banks)])
     index = BankIndex(banks=[(f"id{i}", f"bank{i}") for i in range(len(banks))], pdq=words, pdq_bank=owners)
     return HashMatcher.from_index(index, **kwargs)
-
-
-@pytest.fixture
-def db(database_url: str) -> Iterator[Database]:
-    database = Database(database_url)
-    yield database
-    database.dispose()
 
 
 def add_bank(db: Database, name: str, hash_type: str, values: list[str]) -> HashBank:

@@ -10,10 +10,8 @@ import dataclasses
 import os
 import threading
 import time
-from collections.abc import Iterator
 from datetime import date, timedelta
 
-import pytest
 from sqlalchemy import Column, Integer, MetaData, String, Table, func, insert, select
 
 from imagen.accounts.models import SecurityEvent, User
@@ -22,21 +20,8 @@ from imagen.privacy import retention
 from imagen.privacy.datamap import DATA_MAP, Period
 from imagen.privacy.models import Erasure, Export
 from imagen.privacy.retention import RetentionScheduler, Rule, retention_service
-from imagen.storage.local import LocalBlobStore
 
 DAY = timedelta(days=1)
-
-
-@pytest.fixture
-def db(database_url: str) -> Iterator[Database]:
-    database = Database(database_url)
-    yield database
-    database.dispose()
-
-
-@pytest.fixture
-def blobs(tmp_path) -> LocalBlobStore:
-    return LocalBlobStore(tmp_path / "blobs")
 
 
 def add_user(db: Database) -> str:

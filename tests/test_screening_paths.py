@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import io
-from collections.abc import Iterator
 from datetime import date
 
 import pytest
@@ -50,13 +49,6 @@ class Gen:
     user_id: str
     created_at: object
     params: dict
-
-
-@pytest.fixture
-def db(database_url: str) -> Iterator[Database]:
-    database = Database(database_url)
-    yield database
-    database.dispose()
 
 
 @pytest.fixture
