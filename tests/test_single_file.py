@@ -6,7 +6,6 @@ Every model is a tiny synthetic one built from code (imagen/inference/synthetic.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -17,13 +16,11 @@ from PIL import Image
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from imagen.inference import clip_tokenizer as clip_tokenizer_module
+from imagen.assets.modelfiles import inspect_upload
 from imagen.inference.clip_tokenizer import clip_tokenizer
 from imagen.inference.single_file import detect_unet_config, load_single_file_pipeline
 from imagen.inference.spec import ModelLoadError
 from imagen.inference.synthetic import build_tiny_lora, build_tiny_pipeline, save_single_file
-
-from imagen.assets.modelfiles import inspect_upload  # isort: skip  (after imagen.inference: torchvision guard)
 
 CAT_IDS = [49406, 320, 1125, 539, 320, 2368, 49407]
 TEXT_CONFIG_KEYS = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
@@ -77,15 +74,6 @@ def test_real_clip_tokenizers(variant: str, pad_id: int) -> None:
     long = tokenizer("cat " * 100, padding="max_length", max_length=77, truncation=True).input_ids
     assert len(long) == 77 and long[0] == 49406 and long[-1] == 49407
     assert clip_tokenizer(variant) is tokenizer  # built once per process  # type: ignore[arg-type]
-
-
-def test_missing_open_clip_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
-    def missing(name: str) -> Any:
-        raise metadata.PackageNotFoundError(name)
-
-    monkeypatch.setattr(clip_tokenizer_module.metadata, "distribution", missing)
-    with pytest.raises(ModelLoadError, match="install open-clip-torch"):
-        clip_tokenizer_module._read_bpe_file()
 
 
 # ---------------------------------------------------------------------------------------------------------------

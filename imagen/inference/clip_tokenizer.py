@@ -1,8 +1,8 @@
-"""The real CLIP BPE tokenizers (SD 1.x, and SDXL's two), built offline from the vocabulary file in open-clip-torch.
+"""The real CLIP BPE tokenizers (SD 1.x, and SDXL's two), built offline from the vocabulary file IMAGEN ships.
 
 Single-file checkpoints carry no tokenizer. Every SD 1.x / SDXL text encoder was trained with OpenAI CLIP's
-49408-token BPE, which open-clip-torch ships as `open_clip/bpe_simple_vocab_16e6.txt.gz`. The file is read straight
-from the installed distribution; open_clip itself is never imported (it pulls in torchvision and timm).
+49408-token BPE, whose vocabulary ships in this package as `imagen/inference/vocab/bpe_simple_vocab_16e6.txt.gz`
+(MIT, OpenAI; where it came from: `vocab/LICENSE-CLIP.txt`).
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 import gzip
 import threading
-from importlib import metadata
+from importlib import resources
 from typing import TYPE_CHECKING, Literal
 
 from imagen.inference.spec import ModelLoadError
@@ -23,8 +23,8 @@ ClipVariant = Literal["clip_l", "clip_g"]
 VOCAB_SIZE = 49408
 MODEL_MAX_LENGTH = 77
 BOS, EOS = "<|startoftext|>", "<|endoftext|>"
-_DISTRIBUTION = "open_clip_torch"
-_VOCAB_FILE = "open_clip/bpe_simple_vocab_16e6.txt.gz"
+_VOCAB_PACKAGE = "imagen.inference.vocab"
+_VOCAB_FILE = "bpe_simple_vocab_16e6.txt.gz"
 # SD 1.x and SDXL's first tokenizer pad with the end token; SDXL's tokenizer_2 (OpenCLIP bigG) pads with "!" (id 0).
 _PAD_TOKEN: dict[str, str] = {"clip_l": EOS, "clip_g": "!"}
 
@@ -47,19 +47,13 @@ def bytes_to_unicode() -> dict[int, str]:
 
 def _read_bpe_file() -> str:
     try:
-        dist = metadata.distribution(_DISTRIBUTION)
-    except metadata.PackageNotFoundError:
+        with resources.files(_VOCAB_PACKAGE).joinpath(_VOCAB_FILE).open("rb") as raw, \
+                gzip.open(raw, "rt", encoding="utf-8") as f:
+            return f.read()
+    except (OSError, EOFError, UnicodeDecodeError, ModuleNotFoundError) as exc:
         raise ModelLoadError(
-            "The CLIP tokenizer vocabulary is missing: install open-clip-torch (pip install open_clip_torch==3.3.0), "
-            "which ships open_clip/bpe_simple_vocab_16e6.txt.gz.") from None
-    entry = next((f for f in dist.files or () if str(f).replace("\\", "/") == _VOCAB_FILE), None)
-    path = dist.locate_file(entry) if entry is not None else None
-    if path is None or not path.is_file():  # type: ignore[union-attr]
-        raise ModelLoadError(
-            f"open-clip-torch is installed but {_VOCAB_FILE} is not in it; reinstall open-clip-torch "
-            "(pip install --force-reinstall open_clip_torch==3.3.0).")
-    with gzip.open(path, "rt", encoding="utf-8") as f:  # type: ignore[arg-type]
-        return f.read()
+            f"The CLIP tokenizer vocabulary {_VOCAB_PACKAGE}/{_VOCAB_FILE} is missing or damaged ({exc}); "
+            "reinstall imagen.") from None
 
 
 @functools.cache
@@ -72,7 +66,7 @@ def clip_vocab_and_merges() -> tuple[dict[str, int], list[tuple[str, str]]]:
     tokens += ["".join(m) for m in merges]
     tokens += [BOS, EOS]
     if len(tokens) != VOCAB_SIZE or any(len(m) != 2 for m in merges):
-        raise ModelLoadError(f"{_VOCAB_FILE} from open-clip-torch is not the CLIP BPE vocabulary it should be.")
+        raise ModelLoadError(f"{_VOCAB_FILE} is not the CLIP BPE vocabulary it should be; reinstall imagen.")
     return {t: i for i, t in enumerate(tokens)}, merges  # type: ignore[return-value]
 
 
