@@ -40,6 +40,10 @@ class Settings(BaseSettings):
     storage: Literal["local", "s3"] = "local"
     runpod_endpoint_id: str = ""  # IMAGEN_EXECUTOR=runpod: the serverless endpoint
     runpod_api_key: str | None = None
+    # The serverless API (tests point it at a local worker); a job's status is polled this often; one call's limit.
+    runpod_base_url: str = "https://api.runpod.ai/v2"
+    runpod_poll_seconds: float = Field(default=1.0, gt=0, description="between status polls of a RunPod job")
+    runpod_request_timeout_seconds: float = Field(default=30.0, gt=0, description="one call to RunPod's API")
     s3_bucket: str = ""  # IMAGEN_STORAGE=s3
     s3_endpoint_url: str = Field(default="", description="S3-compatible endpoint (R2, MinIO, ...); empty: AWS S3")
     models_dir: Path | None = None  # defaults to <data_dir>/models
