@@ -3,7 +3,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Boolean, Float, ForeignKey, Integer, String, Text
+from sqlalchemy import JSON, BigInteger, Boolean, Float, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from imagen.kit.db import Base, CreatedMixin, IdMixin, UTCDateTime
@@ -38,6 +38,13 @@ class Generation(IdMixin, CreatedMixin, Base):
     # When the worker running it last reported (progress or its heartbeat); the watchdog ends jobs gone silent.
     heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # The fleet (migration 0012): each claim's token, the worker holding it, and the claim's turn across all workers
+    # (a user's largest turn is when they were last served: fairness shared by every worker).
+    attempt: Mapped[int] = mapped_column(Integer, default=0, server_default="0", nullable=False)
+    claimed_by: Mapped[str | None] = mapped_column(String(200))
+    served_turn: Mapped[int | None] = mapped_column(BigInteger, index=True)
+
+    __table_args__ = (Index("ix_generations_user_id_served_turn", "user_id", "served_turn"),)
 
     outputs: Mapped[list[Output]] = relationship(
         back_populates="generation", order_by="Output.index", cascade="all, delete-orphan"

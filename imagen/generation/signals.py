@@ -1,14 +1,20 @@
 """Wakes the progress streams of this process as soon as a generation changes.
 
-Streams still re-read the database on a short timeout, so a worker in another process (which cannot reach this
-object) is seen too; in-process, a finished job reaches the client without waiting for the next poll.
+Streams still re-read the database on a short timeout (the fallback); in-process, a finished job reaches the client
+without waiting for the next poll. In a fleet, `RedisGenerationSignals` carries the same wake (and cancels) between
+processes through Redis pub/sub.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+import threading
 from collections import defaultdict
+from collections.abc import Callable
+
+log = logging.getLogger(__name__)
 
 
 class GenerationSignals:
@@ -44,3 +50,88 @@ class GenerationSignals:
     async def wait(self, event: asyncio.Event, timeout: float) -> None:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(event.wait(), timeout)
+
+
+CHANGED_CHANNEL = "imagen:generation:changed"  # a job's row changed: streams re-read it
+CANCEL_CHANNEL = "imagen:generation:cancel"  # a cancel or delete committed: the worker running it stops
+
+
+class RedisGenerationSignals(GenerationSignals):
+    """The fleet's signals: the same waits, woken across processes through Redis pub/sub.
+
+    `notify` wakes this process's streams and publishes the id; a process that subscribes to CHANGED_CHANNEL (the
+    web) wakes its streams for what a worker published, so the SSE stream of a job run on another machine moves at
+    once. Cancels go out on CANCEL_CHANNEL to `on_cancel` (the workers). Redis away: a warning, and the database poll
+    of the streams (and the progress write's `cancel_requested`) carry on alone.
+    """
+
+    def __init__(self, redis_url: str, *, channels: tuple[str, ...] = ()) -> None:
+        super().__init__()
+        import redis  # the `fleet` extra
+
+        self._redis_errors: tuple[type[BaseException], ...] = (redis.RedisError, OSError)
+        self.redis = redis.Redis.from_url(redis_url, socket_timeout=5, socket_connect_timeout=5)
+        self.channels = channels
+        self.on_cancel: Callable[[str], None] = lambda _id: None
+        self.received = 0  # messages taken from Redis (the tests check that the wake came this way)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._warned = False
+
+    def notify(self, generation_id: str) -> None:
+        super().notify(generation_id)
+        self._publish(CHANGED_CHANNEL, generation_id)
+
+    def publish_cancel(self, generation_id: str) -> None:
+        self._publish(CANCEL_CHANNEL, generation_id)
+
+    def _publish(self, channel: str, generation_id: str) -> None:
+        try:
+            self.redis.publish(channel, generation_id)
+            self._warned = False
+        except self._redis_errors as exc:
+            if not self._warned:  # once per outage: progress writes come several times a second
+                log.warning("Redis unavailable, streams fall back to polling: %s", exc)
+            self._warned = True
+
+    def start(self) -> None:
+        if self.channels and self._thread is None:
+            self._stop.clear()
+            self._thread = threading.Thread(target=self._subscribe, name="imagen-signals", daemon=True)
+            self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+        self.redis.close()
+
+    def _subscribe(self) -> None:
+        while not self._stop.is_set():
+            pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
+            try:
+                pubsub.subscribe(*self.channels)
+                while not self._stop.is_set():
+                    message = pubsub.get_message(timeout=1.0)
+                    if message is None or message.get("type") != "message":
+                        continue
+                    self.received += 1
+                    channel, generation_id = _text(message["channel"]), _text(message["data"])
+                    if channel == CANCEL_CHANNEL:
+                        self.on_cancel(generation_id)
+                    else:
+                        super().notify(generation_id)
+            except self._redis_errors as exc:
+                log.warning("Redis subscription lost (%s); retrying", exc)
+                self._stop.wait(1.0)
+            except Exception:
+                log.exception("signal subscriber error")
+                self._stop.wait(1.0)
+            finally:
+                with contextlib.suppress(Exception):
+                    pubsub.close()
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
