@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import socket
 from collections.abc import Sequence
 from typing import Any
 
@@ -27,9 +28,9 @@ def run_worker(settings: Settings, *, queues: Sequence[str], concurrency: int, n
     services.start()
     try:
         worker = services.tasks.app.Worker(
-            hostname=f"imagen-{services.executor.name}@%h", queues=consumed, concurrency=concurrency,
-            pool="threads", loglevel=loglevel, prefetch_multiplier=1, without_gossip=True, without_mingle=True,
-            without_heartbeat=True, redirect_stdouts=False)
+            hostname=f"imagen-{services.executor.name}@{socket.gethostname()}", queues=consumed,
+            concurrency=concurrency, pool="threads", loglevel=loglevel, prefetch_multiplier=1, without_gossip=True,
+            without_mingle=True, without_heartbeat=True, redirect_stdouts=False)
         worker.start()
         return int(worker.exitcode or 0)
     finally:
