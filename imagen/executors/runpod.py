@@ -348,7 +348,9 @@ class RunPodRuntime:
             if submit:  # the job may exist: sending it again could run it twice
                 raise RunPodError(NOT_ANSWERING) from None
             raise _Retry(RunPodError(NOT_ANSWERING)) from None
-        except httpx.HTTPError:
+        except httpx.HTTPError:  # the connection broke after the request went out
+            if submit:
+                raise RunPodError(UNREACHABLE) from None
             raise _Retry(RunPodError(UNREACHABLE)) from None
         code = response.status_code
         if code == 429 or code >= 500:
