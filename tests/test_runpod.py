@@ -16,6 +16,7 @@ import hashlib
 import http.server
 import io
 import json
+import logging
 import os
 import socket
 import subprocess
@@ -163,6 +164,7 @@ def test_a_job_through_runpod_gives_the_same_image_as_the_local_runtime(worker, 
     assert remote.signals["steps"] == local.signals["steps"]
     log = worker.log_text()
     assert "Started." in log and SECRET_PROMPT not in log  # the worker logs jobs, never what is in them
+    assert "iVBORw0KGgo" not in log  # nor their images (base64 PNG): the SDK logs outputs at DEBUG, kept off
 
 
 def test_uploaded_lora_is_downloaded_checked_and_cached_by_hash(worker, runtime, models_dir, file_server,
@@ -358,12 +360,12 @@ def test_cancel_while_running_calls_cancel_and_stops(models_dir, runtime):
      RunPodError, "The GPU service gave an answer this server cannot read"),
     (httpx.Response(404), RunPodError, "The GPU service no longer knows the job"),
 ])
-def test_remote_ends_are_clear_failures(models_dir, runtime, answer, error, message):
+def test_remote_ends_are_clear_failures(models_dir, runtime, answer, error, message, caplog):
     endpoint = Endpoint([answer])
-    with pytest.raises(error) as raised:
+    with pytest.raises(error) as raised, caplog.at_level(logging.INFO, logger="imagen.executors.runpod"):
         endpoint.runtime(models_dir).run(spec_for(runtime))
     assert str(raised.value) == message and type(raised.value) is error
-    assert SECRET_PROMPT not in str(raised.value)
+    assert SECRET_PROMPT not in str(raised.value) and SECRET_PROMPT not in caplog.text and "job-1" in caplog.text
 
 
 def test_status_polls_are_retried_then_the_job_is_given_up_and_canceled(models_dir, runtime):
