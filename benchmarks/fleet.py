@@ -71,7 +71,7 @@ def run_mode(affinity: bool, args: argparse.Namespace, root: Path, models: Path)
            "IMAGEN_FLEET_AFFINITY": str(affinity).lower(), "IMAGEN_MODEL_CACHE_BYTES": "1",
            "IMAGEN_MAX_QUEUED_PER_USER": str(args.n + 1)}
     data = root / ("affinity" if affinity else "round-robin")
-    server = LiveServer(data_dir=data, env=env, log=root / f"{data.name}-serve.log").start()
+    server = LiveServer(data_dir=data, env=env, log=root / f"{data.name}-serve.log").start(timeout=300)
     workers = []
     try:
         for name in ("bench-a", "bench-b"):
