@@ -1,4 +1,4 @@
-"""The FastAPI application factory: wires settings, database, blob store, runtime and executor."""
+"""The FastAPI application factory: the routers and the web surface over the services of imagen/services.py."""
 
 from __future__ import annotations
 
@@ -16,15 +16,12 @@ from imagen.accounts.endpoints import router as accounts_router
 from imagen.assets.endpoints import router as assets_router
 from imagen.consent.endpoints import router as consent_router
 from imagen.consent.service import consent_service
-from imagen.executors.local import LocalExecutor
 from imagen.generation.endpoints import router as generation_router
 from imagen.generation.marketing_endpoints import router as marketing_router
-from imagen.generation.signals import GenerationSignals
 from imagen.inference.runtime import Runtime
-from imagen.kit import migrate, surface
+from imagen.kit import surface
 from imagen.kit.capacity import OpenStreams, RequestGate
 from imagen.kit.config import Settings, get_settings
-from imagen.kit.db import Database
 from imagen.kit.errors import ERROR_RESPONSES
 from imagen.kit.http import RequestAddressMiddleware
 from imagen.kit.inputs import refuse_control_characters
@@ -34,12 +31,10 @@ from imagen.privacy.endpoints import router as privacy_router
 from imagen.privacy.me_endpoints import router as privacy_me_router
 from imagen.privacy.policy import render_policy
 from imagen.privacy.requests.endpoints import router as privacy_requests_router
-from imagen.privacy.retention import RetentionScheduler
-from imagen.safety import checks as safety_checks
 from imagen.safety.bank_endpoints import router as safety_banks_router
 from imagen.safety.endpoints import router as safety_router
 from imagen.safety.pages import router as safety_pages_router
-from imagen.storage import make_blob_store
+from imagen.services import build_services
 from imagen.web.pages import router as pages_router
 from imagen.workflows.endpoints import router as workflows_router
 
@@ -56,47 +51,27 @@ def create_app(settings: Settings | None = None, *, run_migrations: bool = True,
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        settings.ensure_data_dir()
-        if run_migrations:
-            migrate.upgrade(settings.resolved_database_url)
+        # The one composition root (imagen/services.py): built here, started and stopped with the app.
+        services = build_services(settings, role="web", run_migrations=run_migrations, runtime=runtime)
         # Sync endpoints and dependencies run in this many threads; as many requests do database work at once, each
         # with a connection of its own, the rest wait on the event loop (kit/capacity.py).
         anyio.to_thread.current_default_thread_limiter().total_tokens = settings.worker_threads
-        pool_size = settings.resolved_db_pool_size
-        db = Database(settings.resolved_database_url, pool_size=pool_size,
-                      pool_timeout=settings.db_pool_timeout_seconds)
-        app.state.gate = RequestGate(min(settings.worker_threads, pool_size), max_wait=settings.request_queue_seconds,
-                                     max_waiting=settings.request_queue_limit)
+        app.state.gate = RequestGate(min(settings.worker_threads, settings.resolved_db_pool_size),
+                                     max_wait=settings.request_queue_seconds, max_waiting=settings.request_queue_limit)
         app.state.streams = OpenStreams(settings.sse_streams_per_user)
-        with db.transaction() as session:
+        with services.db.transaction() as session:
             consent_service.ensure_policy_version(
                 session, version=settings.policy_version, text=render_policy(settings, session=session))
-        app.state.db = db
-        app.state.blobs = make_blob_store(settings)
         # Temp files of uploads cut off by a crash: no live upload stays silent for the idle timeout.
-        app.state.blobs.clean_staging(settings.upload_idle_timeout_seconds)
-        # One hash matcher per app, found by the upload paths and the worker through the engine; the quarantine.
-        app.state.safety = safety_checks.install(db, app.state.blobs, settings)
-        app.state.runtime = runtime or Runtime(
-            settings.resolved_models_dir, device=settings.device, cache_bytes=settings.model_cache_bytes)
-        # Uploaded models are read from this app's blob store (a runtime passed in, as in tests, is re-pointed).
-        app.state.runtime.blob_path = app.state.blobs.local_path
-        app.state.signals = GenerationSignals()
-        app.state.signals.bind(asyncio.get_running_loop())
-        app.state.executor = LocalExecutor(db, app.state.runtime, app.state.blobs,
-                                           on_change=app.state.signals.notify,
-                                           job_timeout_seconds=settings.job_timeout_seconds,
-                                           stale_seconds=settings.job_stale_seconds)
-        if settings.worker_autostart:
-            app.state.executor.start()
-        app.state.retention = RetentionScheduler(db, app.state.blobs, settings)
-        app.state.retention.start()
+        services.blobs.clean_staging(settings.upload_idle_timeout_seconds)
+        if services.signals is not None:
+            services.signals.bind(asyncio.get_running_loop())
+        app.state.services = services
+        services.start()
         try:
             yield
         finally:
-            app.state.retention.stop()
-            app.state.executor.stop()
-            db.dispose()
+            services.stop()
 
     # Docs pages from local assets (kit/surface.py); control characters refused in every request's text.
     app = FastAPI(title="IMAGEN", version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None,

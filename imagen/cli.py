@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import date
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -13,6 +15,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from imagen.assets.cli import models_app
 from imagen.consent.cli import policy_app
+from imagen.kit.cli_database import CLI_OPENER
 from imagen.kit.config import get_settings
 from imagen.privacy.cli import privacy_app
 from imagen.privacy.records_cli import records_app
@@ -33,6 +36,20 @@ app.add_typer(records_app, name="records")
 app.add_typer(privacy_app, name="privacy")
 app.add_typer(safety_app, name="safety")
 console = Console()
+
+
+@app.callback()
+def main() -> None:
+    """Commands that need the database open it through the composition root (imagen/services.py), lazily."""
+
+    @contextmanager
+    def opener() -> Iterator[Any]:
+        from imagen.services import open_services
+
+        with open_services(get_settings()) as services:
+            yield services
+
+    CLI_OPENER.set(opener)
 
 
 @app.command()
@@ -67,6 +84,38 @@ def serve(
     uvicorn.run(create_app(settings), host=host, port=port, proxy_headers=False)
 
 
+@app.command()
+def worker(
+    queues: Annotated[str, typer.Option(help="Comma-separated: gpu (generations), default (exports, mail, ...)")]
+    = "gpu,default",
+    concurrency: Annotated[int, typer.Option(min=1, help="Tasks at once (a GPU runs one generation at a time)")] = 1,
+    name: Annotated[str | None, typer.Option(help="This worker's name (default: host-pid)")] = None,
+) -> None:
+    """Run a fleet worker (IMAGEN_EXECUTOR=celery): tasks from the broker, generations on this machine's runtime."""
+    settings = get_settings()
+    if settings.executor != "celery":
+        console.print("[red]imagen worker needs IMAGEN_EXECUTOR=celery and IMAGEN_BROKER_URL.[/]")
+        raise typer.Exit(2)
+    from imagen.fleet.commands import run_worker
+
+    chosen = [q.strip() for q in queues.split(",") if q.strip()]
+    if not chosen:
+        raise typer.BadParameter("name at least one queue", param_hint="--queues")
+    raise typer.Exit(run_worker(settings, queues=chosen, concurrency=concurrency, name=name))
+
+
+@app.command()
+def beat() -> None:
+    """Run the fleet's scheduler (IMAGEN_EXECUTOR=celery): enqueues every periodic task on its interval."""
+    settings = get_settings()
+    if settings.executor != "celery":
+        console.print("[red]imagen beat needs IMAGEN_EXECUTOR=celery and IMAGEN_BROKER_URL.[/]")
+        raise typer.Exit(2)
+    from imagen.fleet.commands import run_beat
+
+    run_beat(settings)
+
+
 @db_app.command("upgrade")
 def db_upgrade() -> None:
     """Apply database migrations."""
@@ -89,10 +138,9 @@ def create_user(
     """Create an account (for operators and administrators)."""
     from imagen.accounts.service import MINIMUM_AGE, account_service, age_on
     from imagen.consent.service import consent_service
-    from imagen.kit import migrate
-    from imagen.kit.db import Database, utcnow
+    from imagen.kit.cli_database import migrated_database
+    from imagen.kit.db import utcnow
     from imagen.kit.errors import ServiceError
-    from imagen.privacy.policy import render_policy
 
     if password is None:
         password = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
@@ -100,24 +148,17 @@ def create_user(
     if age_on(dob, utcnow().date()) < MINIMUM_AGE:
         console.print(f"[red]The account holder must be {MINIMUM_AGE} or older.[/]")
         raise typer.Exit(1)
-    settings = get_settings()
-    settings.ensure_data_dir()
-    migrate.upgrade(settings.resolved_database_url)
-    db = Database(settings.resolved_database_url)
-    try:
-        with db.transaction() as session:
-            consent_service.ensure_policy_version(session, version=settings.policy_version,
-                                                  text=render_policy(settings, session=session))
-            user = account_service.create_user(
-                session, email=email, password=password, role="admin" if admin else "user",
-                date_of_birth=dob, country=country.upper(),
-                policy_version=consent_service.current_version(session).version)
-    except ServiceError as exc:
-        detail = exc.detail if isinstance(exc.detail, str) else exc.detail[0]["msg"]
-        console.print(f"[red]{detail}[/]")
-        raise typer.Exit(1) from None
-    finally:
-        db.dispose()
+    with migrated_database() as (db, _settings):
+        try:
+            with db.transaction() as session:
+                user = account_service.create_user(
+                    session, email=email, password=password, role="admin" if admin else "user",
+                    date_of_birth=dob, country=country.upper(),
+                    policy_version=consent_service.current_version(session).version)
+        except ServiceError as exc:
+            detail = exc.detail if isinstance(exc.detail, str) else exc.detail[0]["msg"]
+            console.print(f"[red]{detail}[/]")
+            raise typer.Exit(1) from None
     console.print(f"[green]Created {user.role} {user.email}[/] (id {user.id})")
 
 

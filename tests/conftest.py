@@ -24,7 +24,7 @@ from imagen.inference.runtime import Runtime
 from imagen.kit import migrate
 from imagen.kit.config import Settings
 from imagen.kit.db import Database
-from imagen.kit.models import Base
+from imagen.models import Base
 from imagen.storage.local import LocalBlobStore
 
 BACKENDS = [b.strip() for b in os.environ.get("IMAGEN_TEST_DATABASES", "sqlite,postgresql").split(",") if b.strip()]

@@ -85,7 +85,7 @@ def test_stored_secrets_are_hashes_of_what_the_user_holds(client, new_client, ap
     r = client.post("/api/v1/api-keys", json={"name": "laptop"})
     assert r.status_code == 201, r.text
     key = r.json()["key"]
-    with app.state.db.transaction() as s:
+    with app.state.services.db.transaction() as s:
         user = s.scalars(select(User)).one()
         assert user.password_hash.startswith("$argon2id$") and verify_password(user.password_hash, PASSWORD)
         login = s.scalars(select(LoginSession)).one()

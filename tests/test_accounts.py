@@ -17,7 +17,7 @@ from tests.conftest import PASSWORD, POLICY_VERSION, signup, signup_payload
 
 
 def count(app, model) -> int:
-    with app.state.db.transaction() as s:
+    with app.state.services.db.transaction() as s:
         return s.scalar(select(func.count()).select_from(model))
 
 
@@ -33,7 +33,7 @@ def test_signup_creates_account_with_consents_off_by_default(client, app):
     assert body["account"]["consents"] == {"model_improvement": False, "marketing_emails": False}
     assert body["account"]["policy_version_accepted"] == POLICY_VERSION
     assert client.cookies.get("imagen_session") and client.cookies.get("imagen_csrf") == body["csrf_token"]
-    with app.state.db.transaction() as s:
+    with app.state.services.db.transaction() as s:
         records = s.scalars(select(ConsentRecord)).all()
         assert {(r.purpose, r.granted, r.policy_version) for r in records} == {
             ("policy_acceptance", True, POLICY_VERSION),
@@ -127,7 +127,7 @@ def test_login_logout_and_security_log(client, new_client, app):
     assert other.post("/api/v1/auth/logout").status_code == 204
     assert other.get("/api/v1/me").status_code == 401
 
-    with app.state.db.transaction() as s:
+    with app.state.services.db.transaction() as s:
         events = s.scalars(select(SecurityEvent).order_by(SecurityEvent.created_at)).all()
         kinds = [e.kind for e in events]
         assert kinds == ["signup", "login_failed", "login_failed", "login", "logout"]
@@ -155,7 +155,7 @@ def test_api_keys_shown_once_stored_hashed_and_revocable(user_client, new_client
     key = r.json()["key"]
     listed = user_client.get("/api/v1/api-keys").json()
     assert [k["name"] for k in listed] == ["script"] and "key" not in listed[0]
-    with app.state.db.transaction() as s:
+    with app.state.services.db.transaction() as s:
         stored = s.scalars(select(ApiKey)).one()
         assert key not in (stored.key_hash, stored.prefix) and len(stored.key_hash) == 64
 
@@ -188,7 +188,7 @@ def test_session_tokens_are_stored_only_as_hashes(client, new_client, app):
     assert other.post("/api/v1/auth/login", json={"email": "ada@example.com", "password": PASSWORD}).status_code == 200
     tokens = {c.cookies.get("imagen_session") for c in (client, other)}
     assert len(tokens) == 2 and all(t and len(t) >= 32 for t in tokens)
-    with app.state.db.transaction() as s:
+    with app.state.services.db.transaction() as s:
         rows = s.scalars(select(LoginSession)).all()
         stored = [str(getattr(row, column.key)) for row in rows for column in LoginSession.__table__.columns]
     assert len(rows) == 2
@@ -201,7 +201,7 @@ def test_session_tokens_are_stored_only_as_hashes(client, new_client, app):
 def test_passwords_are_salted_argon2id_hashes(client, new_client, app):
     signup(client, "ada@example.com")
     signup(new_client(), "bob@example.com")  # the same password
-    with app.state.db.transaction() as s:
+    with app.state.services.db.transaction() as s:
         hashes = dict(s.execute(select(User.email, User.password_hash)).all())
     ada, bob = hashes["ada@example.com"], hashes["bob@example.com"]
     assert ada.startswith("$argon2id$") and bob.startswith("$argon2id$")
@@ -222,7 +222,7 @@ def test_login_and_logout_record_ip_and_user_agent(client, app):
     assert login.status_code == 200
     browser.headers["X-CSRF-Token"] = login.json()["csrf_token"]
     assert browser.post("/api/v1/auth/logout").status_code == 204
-    with app.state.db.transaction() as s:
+    with app.state.services.db.transaction() as s:
         query = select(SecurityEvent).where(SecurityEvent.kind.in_(("login", "logout")))
         events = {e.kind: e for e in s.scalars(query)}
         assert set(events) == {"login", "logout"}
@@ -238,7 +238,7 @@ def test_api_keys_stop_working_while_the_account_is_suspended(user_client, new_c
     assert bearer.get("/api/v1/me").status_code == 200
 
     def suspend(at) -> None:
-        with app.state.db.transaction() as s:
+        with app.state.services.db.transaction() as s:
             s.execute(update(User).where(User.email == "ada@example.com").values(suspended_at=at))
 
     suspend(utcnow())
@@ -246,7 +246,7 @@ def test_api_keys_stop_working_while_the_account_is_suspended(user_client, new_c
     assert bearer.get("/api/v1/generations").status_code in (401, 403)
     assert bearer.post("/api/v1/api-keys", json={"name": "another"}).status_code in (401, 403)
     assert user_client.get("/api/v1/me").status_code in (401, 403)  # the browser session too
-    with app.state.db.transaction() as s:
+    with app.state.services.db.transaction() as s:
         assert s.scalar(select(func.count()).select_from(ApiKey)) == 1  # nothing was created
     suspend(None)  # restored: the same key works again, so it was the suspension that stopped it
     assert bearer.get("/api/v1/me").json()["email"] == "ada@example.com"

@@ -55,7 +55,7 @@ def multipart(*parts: tuple[str, str | None, bytes], end: bool = True) -> tuple[
 
 def stored(app: FastAPI, settings: Settings) -> tuple[int, list[str]]:
     """(rows in assets, files anywhere under the blob folder, staging included)."""
-    with app.state.db.transaction() as s:
+    with app.state.services.db.transaction() as s:
         rows = s.scalar(select(func.count()).select_from(Asset))
     return rows, sorted(p.relative_to(settings.blobs_dir).as_posix()
                         for p in settings.blobs_dir.rglob("*") if p.is_file())
@@ -66,7 +66,7 @@ def assert_nothing_stored(app: FastAPI, settings: Settings) -> None:
 
 
 def make_admin(app: FastAPI, email: str) -> None:
-    with app.state.db.transaction() as s:
+    with app.state.services.db.transaction() as s:
         s.execute(update(User).where(User.email == email).values(role="admin"))
 
 
@@ -193,9 +193,9 @@ def test_icc_profile_of_an_upload_is_not_kept_in_the_stored_reference_image(user
     assert Image.open(io.BytesIO(raw)).info.get("icc_profile") == icc  # the upload really carries it
     r = upload(user_client, "reference_image", f"profiled.{fmt.lower()}", raw)
     assert r.status_code == 201, r.text
-    with app.state.db.transaction() as s:
+    with app.state.services.db.transaction() as s:
         blob_key = s.get(Asset, r.json()["id"]).blob_key
-    for blob in (app.state.blobs.get(blob_key), user_client.get(f"/api/v1/assets/{r.json()['id']}/content").content):
+    for blob in (app.state.services.blobs.get(blob_key), user_client.get(f"/api/v1/assets/{r.json()['id']}/content").content):
         assert Image.open(io.BytesIO(blob)).info.get("icc_profile") is None
         assert b"iCCP" not in png_chunks(blob) and b"iCCP" not in blob
         assert icc[:128] not in blob and icc[-128:] not in blob  # the profile's header and tags, in no chunk
@@ -425,7 +425,7 @@ def test_admin_publishes_and_others_can_use_but_not_download(client, new_client,
     assert {a["id"] for a in user.get("/api/v1/assets?include_public=true").json()} == {ckpt["id"],
                                                                                         lora.json()["id"]}
     assert user.post(f"/api/v1/assets/{ckpt['id']}/unpublish").status_code == 403
-    with app.state.db.transaction() as s:
+    with app.state.services.db.transaction() as s:
         ada = s.scalars(select(User).where(User.email == "ada@example.com")).one()
         assert {a.id for a in asset_service.list_models(s, user=ada)} == {ckpt["id"], lora.json()["id"]}
         got = asset_service.get_usable(s, user=ada, asset_id=ckpt["id"], kinds=("checkpoint",), what="Checkpoint")
@@ -448,14 +448,14 @@ def test_only_admins_upload_public(user_client, app, settings, tmp_path):
 def test_delete_removes_row_and_blob(user_client, app, settings, tmp_path):
     data = model_bytes(tmp_path, KOHYA_SD15)
     asset = upload(user_client, "lora", "a.safetensors", data).json()
-    with app.state.db.transaction() as s:
+    with app.state.services.db.transaction() as s:
         user_id = s.scalars(select(Asset.user_id)).one()
         assert asset_service.used_bytes(s, user_id=user_id) == len(data)
     assert user_client.delete(f"/api/v1/assets/{asset['id']}").status_code == 204
     assert_nothing_stored(app, settings)
     assert user_client.get(f"/api/v1/assets/{asset['id']}").status_code == 404
     assert user_client.delete(f"/api/v1/assets/{asset['id']}").status_code == 404
-    with app.state.db.transaction() as s:
+    with app.state.services.db.transaction() as s:
         assert asset_service.used_bytes(s, user_id=user_id) == 0
 
 

@@ -104,7 +104,7 @@ def test_browser_journey(live: tuple[FastAPI, str], chromium: playwright_sync.Br
         expect(error).to_contain_text("no account was created")
         assert page.url == f"{base}/signup"
         assert not [c for c in context.cookies() if c["name"].startswith("imagen_")]
-        with app.state.db.transaction() as session:
+        with app.state.services.db.transaction() as session:
             assert account_service.get_by_email(session, "kid@example.com") is None
         with httpx.Client(base_url=base, trust_env=False) as api:
             refused = api.post("/api/v1/auth/login", json={"email": "kid@example.com", "password": PASSWORD})

@@ -106,7 +106,7 @@ def test_lora_for_another_family_is_refused_before_queueing(user_client, tiny_fi
     assert r.status_code == 422
     assert r.json()["detail"][0]["loc"] == ["body", "params", "loras", "0", "id"]
     assert "SDXL" in r.json()["detail"][0]["msg"] and "SD 1.x" in r.json()["detail"][0]["msg"]
-    with app.state.db.transaction() as s:
+    with app.state.services.db.transaction() as s:
         assert s.scalar(select(func.count()).select_from(Generation)) == 0
 
 
@@ -125,7 +125,7 @@ def test_another_users_assets_answer_404_when_named_in_a_generation(client, new_
         "prompt": "x", "init_image": f"asset:{ref['id']}"}})
     assert r.status_code == 404 and "Reference image" in r.json()["detail"]
     assert other.get(f"/api/v1/assets/{ckpt['id']}").status_code == 404
-    with app.state.db.transaction() as s:
+    with app.state.services.db.transaction() as s:
         assert s.scalar(select(func.count()).select_from(Generation)) == 0
 
 
@@ -144,7 +144,7 @@ def test_inpainting_checkpoint_with_reference_image_and_mask_assets(user_client,
     out = Image.open(io.BytesIO(image_bytes(user_client, body)))
     assert out.size == (64, 64)
     assert body["params"]["init_image"] == f"asset:{init['id']}"
-    assert not list(app.state.blobs.keys("inputs/"))  # transient copies are gone; the assets stay
+    assert not list(app.state.services.blobs.keys("inputs/"))  # transient copies are gone; the assets stay
     assert user_client.get(f"/api/v1/assets/{init['id']}").status_code == 200
 
 

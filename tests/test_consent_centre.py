@@ -16,13 +16,13 @@ from pydantic import ValidationError
 from sqlalchemy import func, select, update
 from typer.testing import CliRunner
 
+from imagen.accounts.http import OptionalPrincipalDep
 from imagen.accounts.models import User
 from imagen.cli import app as cli
 from imagen.consent.cookies import analytics_allowed
 from imagen.consent.models import ConsentRecord, OutputMarketingConsent, PolicyVersion
 from imagen.kit.config import Settings, get_settings
 from imagen.kit.db import Database
-from imagen.kit.http import OptionalPrincipalDep
 from imagen.notifications.models import Notification
 from imagen.privacy.minors import MinorReport
 from imagen.privacy.policy import LISTS, policy_template, render_policy
@@ -34,7 +34,7 @@ GPC = {"Sec-GPC": "1"}
 
 
 def make_admin(app, email: str) -> None:
-    with app.state.db.transaction() as s:
+    with app.state.services.db.transaction() as s:
         s.execute(update(User).where(User.email == email).values(role="admin"))
 
 
@@ -47,7 +47,7 @@ def admin(new_client, app):
 
 
 def records(app, email: str, purpose: str | None = None) -> list[ConsentRecord]:
-    with app.state.db.transaction() as s:
+    with app.state.services.db.transaction() as s:
         user = s.scalars(select(User).where(User.email == email)).one()
         query = select(ConsentRecord).where(ConsentRecord.user_id == user.id)
         if purpose:
@@ -198,7 +198,7 @@ def test_material_change_is_notified_and_must_be_accepted_before_writes(admin, u
                       json={"version": "2026-06-01", "material": True}).status_code == 409
     assert admin.post("/api/v1/admin/policy-versions",
                       json={"version": "no spaces", "material": True}).status_code == 422
-    with app.state.db.transaction() as s:
+    with app.state.services.db.transaction() as s:
         notes = s.scalars(select(Notification).where(Notification.kind == "policy_changed")).all()
         assert len(notes) == 2 and all("2026-06-01" in n.title and "RunPod" in n.body for n in notes)
     assert user_client.get("/api/v1/policy").json()["version"] == "2026-06-01"
@@ -405,7 +405,7 @@ def test_outputs_are_marked_for_marketing_only_with_written_consent(user_client,
     assert user_client.delete(url).status_code == 404
     assert admin.get("/api/v1/admin/marketing-outputs").json() == []
     assert admin.post(f"/api/v1/admin/outputs/{output_id}/marketing").status_code == 409
-    with app.state.db.transaction() as s:
+    with app.state.services.db.transaction() as s:
         row = s.scalars(select(OutputMarketingConsent)).one()  # the record stays, withdrawn
         assert row.withdrawn_at and row.user_id and row.created_at and row.text_shown == status["text"]
 
@@ -450,13 +450,13 @@ def test_minor_report_confirmed_erases_the_account(client, admin, new_client, ap
     assert kid.get("/api/v1/me").status_code == 401
     deadline = time.monotonic() + 30
     while True:
-        with app.state.db.transaction() as s:
+        with app.state.services.db.transaction() as s:
             gone = s.scalars(select(User).where(User.email == "kid@example.com")).first() is None
         if gone or time.monotonic() > deadline:
             break
         time.sleep(0.1)
     assert gone
-    with app.state.db.transaction() as s:
+    with app.state.services.db.transaction() as s:
         kept = s.get(MinorReport, r.json()["id"])
         assert kept.status == "confirmed" and kept.subject_email is None and kept.subject_user_id is None
 

@@ -42,7 +42,7 @@ def watch(page, base: str) -> tuple[list[str], list[str]]:
 
 
 def analytics_records(app: FastAPI) -> list[tuple[bool, str]]:
-    with app.state.db.transaction() as s:
+    with app.state.services.db.transaction() as s:
         rows = s.scalars(select(ConsentRecord).where(ConsentRecord.purpose == "analytics")
                          .order_by(ConsentRecord.created_at)).all()
         return [(r.granted, r.source) for r in rows]
@@ -101,7 +101,7 @@ def test_cookies_before_and_after_the_choice(live, chromium) -> None:  # noqa: F
         page2.fill("#details", "Their profile says they are 15 years old.")
         page2.click("#minor-report-form button[type=submit]")
         expect(page2.locator("#minor-report-done")).to_contain_text("Thank you")
-        with app.state.db.transaction() as s:
+        with app.state.services.db.transaction() as s:
             assert s.scalars(select(MinorReport.subject_email)).all() == ["young@example.com"]
 
         # (6) Signing up carries the banner's choice into the account; essential cookies only.
@@ -132,7 +132,7 @@ def test_cookies_before_and_after_the_choice(live, chromium) -> None:  # noqa: F
         page2.screenshot(path="/tmp/imagen-consents.png", full_page=True)
 
         # (8) A material policy change: the notice asks; new work is refused until it is accepted there.
-        with app.state.db.transaction() as s:
+        with app.state.services.db.transaction() as s:
             consent_service.publish(s, version="2026-09-01", material=True, summary="A new GPU provider.",
                                     text="text")
         page2.goto("/generate")

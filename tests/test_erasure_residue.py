@@ -343,7 +343,7 @@ def add_row(s, name: str, **values) -> str:
     """A row of table `name` with `values`; other NOT NULL columns filled (a parent row made for a foreign key)."""
     from sqlalchemy import insert
 
-    from imagen.kit.models import Base
+    from imagen.models import Base
 
     table = Base.metadata.tables[name]
     row = dict(values)
@@ -359,7 +359,7 @@ def add_row(s, name: str, **values) -> str:
 
 
 def test_every_data_map_entry_is_deleted_emptied_or_kept_as_declared(db, blobs, settings):
-    from imagen.kit.models import Base
+    from imagen.models import Base
     from imagen.privacy.datamap import DATA_MAP
 
     tables = Base.metadata.tables

@@ -355,7 +355,7 @@ def test_section_headers_say_what_is_held_and_what_this_installation_has_not(db,
 
 
 def test_rows_found_by_email_and_text_beyond_ascii_are_exported_as_they_are(db, blobs):
-    from imagen.kit.models import Base
+    from imagen.models import Base
 
     uid = add_user(db)
     table = Base.metadata.tables["privacy_requests"]

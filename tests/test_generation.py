@@ -80,7 +80,7 @@ def test_bad_parameters_are_422_naming_field_and_reason(user_client, app, params
     assert r.status_code == 422, r.text
     detail = r.json()["detail"]
     assert any(d["loc"][-1] == field and reason in d["msg"] for d in detail), detail
-    with app.state.db.transaction() as s:
+    with app.state.services.db.transaction() as s:
         assert s.scalars(select(Generation)).first() is None
 
 
@@ -103,7 +103,7 @@ def test_img2img_runs_and_its_transient_input_is_deleted(user_client, app):
     assert r.json()["params"]["init_image"].startswith("sha256:")  # the pixels are not kept in the record
     body = wait_for(user_client, r.json()["id"])
     assert body["status"] == "succeeded", body
-    assert not list(app.state.blobs.keys("inputs/"))
+    assert not list(app.state.services.blobs.keys("inputs/"))
 
 
 @pytest.mark.parametrize(
@@ -115,7 +115,7 @@ def test_img2img_refuses_bad_images(user_client, app, image, reason):
     r = submit(user_client, "img2img", init_image=image)
     assert r.status_code == 422 and reason in r.json()["detail"][0]["msg"]
     assert r.json()["detail"][0]["loc"] == ["body", "params", "init_image"]
-    assert not list(app.state.blobs.keys("inputs/"))
+    assert not list(app.state.services.blobs.keys("inputs/"))
 
 
 class Jobs:
@@ -149,7 +149,7 @@ class Jobs:
 
 
 def inputs_of(app, gen_id: str) -> list[str]:
-    return [k for k in app.state.blobs.keys("inputs/") if f"/{gen_id}/" in k]
+    return [k for k in app.state.services.blobs.keys("inputs/") if f"/{gen_id}/" in k]
 
 
 def test_transient_input_goes_when_a_queued_job_is_canceled(paused_settings, app):
@@ -160,7 +160,7 @@ def test_transient_input_goes_when_a_queued_job_is_canceled(paused_settings, app
         assert len(inputs_of(app, gid)) == 1
         assert c.post(f"/api/v1/generations/{gid}/cancel").json()["status"] == "canceled"
         assert inputs_of(app, gid) == []  # deleted after the cancel committed, before the answer
-        with app.state.db.transaction() as s:
+        with app.state.services.db.transaction() as s:
             assert s.get(Generation, gid).input_blob_key is None
 
 
@@ -190,13 +190,13 @@ def test_transient_input_goes_when_a_restart_fails_the_interrupted_job(paused_se
     with TestClient(first, base_url="https://testserver") as c:
         signup(c)
         gid = submit(c, "img2img", init_image=png_b64(), strength=0.5).json()["id"]
-        with first.state.db.transaction() as s:  # as if the process died mid-job
+        with first.state.services.db.transaction() as s:  # as if the process died mid-job
             s.execute(update(Generation).where(Generation.id == gid).values(status="running"))
     assert len(inputs_of(first, gid)) == 1
     paused_settings.worker_autostart = True
     second = create_app(paused_settings, run_migrations=False, runtime=runtime)
     with TestClient(second, base_url="https://testserver"):  # the executor starts: interrupted jobs fail
-        with second.state.db.transaction() as s:
+        with second.state.services.db.transaction() as s:
             gen = s.get(Generation, gid)
             assert (gen.status, gen.input_blob_key) == ("failed", None)
         assert inputs_of(second, gid) == []
@@ -242,7 +242,7 @@ def test_round_robin_between_users(paused_settings, runtime, app):
         ids_b = [submit(b, seed=i).json()["id"] for i in range(2)]
         fair, order = FairQueue(), []
         while True:
-            with app.state.db.transaction() as s:
+            with app.state.services.db.transaction() as s:
                 job = generation_service.claim_next(s, fair=fair)
                 if job is None:
                     break
@@ -257,7 +257,7 @@ def test_fair_order_when_the_worker_runs(paused_settings, runtime, app):
         b = TestClient(app, base_url="https://testserver")
         signup(b, "b@example.com")
         ids = [submit(a, seed=i).json()["id"] for i in range(3)] + [submit(b, seed=i).json()["id"] for i in range(3)]
-        app.state.executor.start()
+        app.state.services.executor.start()
         done = [wait_for(a if i < 3 else b, gid) for i, gid in enumerate(ids)]
         assert all(d["status"] == "succeeded" for d in done)
         by_start = sorted(done, key=lambda d: d["started_at"])
@@ -274,7 +274,7 @@ def test_cancel_queued(paused_settings, app, monkeypatch):
         assert r.status_code == 200 and r.json()["status"] == "canceled"
         assert c.post(f"/api/v1/generations/{gid}/cancel").status_code == 409
         later = submit(c, seed=7).json()["id"]
-        app.state.executor.start()
+        app.state.services.executor.start()
         assert wait_for(c, later)["status"] == "succeeded"  # the worker went through the queue past it
         jobs.wait_idle()
         assert gid not in jobs.started and later in jobs.started
@@ -291,7 +291,7 @@ def test_cancel_running(user_client, app):
     assert r.status_code == 200
     body = wait_for(user_client, gid)
     assert body["status"] == "canceled" and body["outputs"] == [] and 0 < body["progress"] < 1
-    assert not list(app.state.blobs.keys("outputs/"))
+    assert not list(app.state.services.blobs.keys("outputs/"))
     # The worker is free again.
     assert wait_for(user_client, submit(user_client).json()["id"])["status"] == "succeeded"
 
@@ -302,7 +302,7 @@ def test_restart_resumes_queued_and_fails_interrupted(paused_settings, runtime):
         signup(c)
         interrupted = submit(c).json()["id"]
         queued = submit(c, seed=5).json()["id"]
-        with first.state.db.transaction() as s:  # as if the process died mid-job
+        with first.state.services.db.transaction() as s:  # as if the process died mid-job
             s.execute(update(Generation).where(Generation.id == interrupted).values(status="running"))
         cookies, csrf = dict(c.cookies), c.headers["X-CSRF-Token"]
 
@@ -321,7 +321,7 @@ def test_shutdown_requeues_the_running_job(settings, runtime):
         signup(c)
         gid = submit(c, steps=150, width=128, height=128).json()["id"]
         wait_for(c, gid, ("running",))
-    with app.state.db.transaction() as s:
+    with app.state.services.db.transaction() as s:
         assert s.get(Generation, gid).status == "queued"
 
 
@@ -384,13 +384,13 @@ def test_list_is_paginated_newest_first(user_client):
 
 def test_delete_removes_outputs_and_blobs(user_client, app):
     body = wait_for(user_client, submit(user_client, batch_size=2).json()["id"])
-    keys = list(app.state.blobs.keys("outputs/"))
+    keys = list(app.state.services.blobs.keys("outputs/"))
     assert len(keys) == 2
     assert user_client.delete(f"/api/v1/generations/{body['id']}").status_code == 204
     assert user_client.get(f"/api/v1/generations/{body['id']}").status_code == 404
     assert user_client.get(body["outputs"][0]["url"]).status_code == 404
-    assert not list(app.state.blobs.keys("outputs/"))
-    with app.state.db.transaction() as s:
+    assert not list(app.state.services.blobs.keys("outputs/"))
+    with app.state.services.db.transaction() as s:
         assert s.scalars(select(Output)).first() is None
 
 

@@ -321,7 +321,7 @@ def test_storage_failure_is_a_503_logged_with_its_cause(app: FastAPI, user_clien
     def full() -> Any:
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(app.state.blobs, "staging_dir", full)
+    monkeypatch.setattr(app.state.services.blobs, "staging_dir", full)
     with caplog.at_level(logging.ERROR, logger="imagen.kit.surface"):
         r = user_client.post("/api/v1/assets", data={"kind": "reference_image"},
                              files={"file": ("a.png", b"x", "image/png")})

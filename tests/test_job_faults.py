@@ -148,15 +148,15 @@ def events_until_done(client: TestClient, gen_id: str) -> list[tuple[str, dict]]
 
 
 def inputs_of(app: FastAPI, gen_id: str) -> list[str]:
-    return [k for k in app.state.blobs.keys("inputs/") if f"/{gen_id}/" in k]
+    return [k for k in app.state.services.blobs.keys("inputs/") if f"/{gen_id}/" in k]
 
 
 def assert_freed_and_usable(client: TestClient, app: FastAPI, gen_id: str) -> None:
     """The job holds nothing: no outputs, no input, the user's only slot is free again, cancel says it ended."""
     body = client.get(f"/api/v1/generations/{gen_id}").json()
     assert body["outputs"] == [] and inputs_of(app, gen_id) == []
-    assert not [k for k in app.state.blobs.keys("outputs/") if f"/{gen_id}/" in k]
-    with app.state.db.transaction() as s:
+    assert not [k for k in app.state.services.blobs.keys("outputs/") if f"/{gen_id}/" in k]
+    with app.state.services.db.transaction() as s:
         assert s.scalars(select(Output).where(Output.generation_id == gen_id)).all() == []
     r = client.post(f"/api/v1/generations/{gen_id}/cancel")
     assert r.status_code == 409 and body["status"] in r.json()["detail"]
@@ -211,7 +211,7 @@ def test_cancel_while_the_outputs_cannot_be_stored(one_slot, blobs, user_client,
 # ---- the database goes away ----
 
 def test_database_gone_while_recording_the_end(one_slot, quick_retries, user_client, app, runtime, monkeypatch):
-    outage = DatabaseOutage(app.state.db.engine)
+    outage = DatabaseOutage(app.state.services.db.engine)
     real_run = runtime.run
 
     def run_then_lose_the_database(spec, **kwargs):
@@ -241,7 +241,7 @@ def _wait_for_outage(outage: DatabaseOutage) -> None:
 
 
 def test_database_gone_between_steps_loses_only_progress(one_slot, user_client, app, runtime, monkeypatch):
-    outage = DatabaseOutage(app.state.db.engine)
+    outage = DatabaseOutage(app.state.services.db.engine)
     real_run = runtime.run
 
     def run_losing_the_database_at_step_one(spec, on_progress=None, should_cancel=None):
@@ -290,7 +290,7 @@ def test_watchdog_ends_jobs_whose_worker_went_silent(settings, hung_runtime, run
         assert entered.wait(END)
         orphan, asked = submit(c, seed=1).json()["id"], submit(c, seed=2).json()["id"]
         long_ago = utcnow() - timedelta(seconds=30)  # silent far longer than 1 s, well within the time limit
-        with app.state.db.transaction() as s:  # claimed by a worker (another process) that then died
+        with app.state.services.db.transaction() as s:  # claimed by a worker (another process) that then died
             s.execute(update(Generation).where(Generation.id.in_([orphan, asked])).values(
                 status="running", started_at=long_ago, heartbeat_at=long_ago))
             s.execute(update(Generation).where(Generation.id == asked).values(cancel_requested=True))
@@ -299,11 +299,11 @@ def test_watchdog_ends_jobs_whose_worker_went_silent(settings, hung_runtime, run
         assert done["error"] == "The worker running this job stopped reporting; submit it again"
         assert wait_for(c, asked, timeout=END)["status"] == "canceled"
         # This process's own job reports while it runs, however long a step takes: let several stale periods pass.
-        with app.state.db.transaction() as s:
+        with app.state.services.db.transaction() as s:
             started = s.get(Generation, busy).started_at
         while utcnow() < started + timedelta(seconds=4):
             time.sleep(0.1)
-        with app.state.db.transaction() as s:
+        with app.state.services.db.transaction() as s:
             gen = s.get(Generation, busy)
             assert gen.status == "running" and gen.heartbeat_at > started + timedelta(seconds=2)
         release.set()
@@ -329,7 +329,7 @@ def test_job_timeout_stops_a_long_job(settings, runtime, monkeypatch):
         assert body["status"] == "failed" and body["error"] == "Timed out after 2 s (the server's limit per job)"
         assert body["progress"] < 1 and body["outputs"] == []
         monkeypatch.setattr(runtime, "run", real_run)
-        app.state.executor.job_timeout_seconds = 0  # however loaded this machine, the next job may take its time
+        app.state.services.executor.job_timeout_seconds = 0  # however loaded this machine, the next job may take its time
         assert wait_for(c, submit(c).json()["id"], timeout=END)["status"] == "succeeded"  # the worker is free
 
 
@@ -344,7 +344,7 @@ def test_watchdog_ends_a_job_stuck_inside_a_step_past_the_time_limit(settings, h
         done = events_until_done(c, gid)[-1][1]
         assert done["status"] == "failed" and done["error"] == "Timed out after 2 s (the server's limit per job)"
         release.set()  # the step returns at last: the job stays failed, and the worker takes the next one
-        app.state.executor.job_timeout_seconds = 0
+        app.state.services.executor.job_timeout_seconds = 0
         assert wait_for(c, submit(c).json()["id"], timeout=END)["status"] == "succeeded"
         assert c.get(f"/api/v1/generations/{gid}").json()["status"] == "failed"
 
@@ -357,7 +357,7 @@ def test_restart_removes_inputs_of_jobs_that_ended_before_the_crash(settings, ru
     with TestClient(first, base_url="https://testserver") as c:
         signup(c)
         gid = submit(c, "img2img", init_image=png_b64(), strength=0.5).json()["id"]
-        with first.state.db.transaction() as s:  # its end committed, then the process died before the delete
+        with first.state.services.db.transaction() as s:  # its end committed, then the process died before the delete
             s.execute(update(Generation).where(Generation.id == gid).values(
                 status="failed", error="x", input_blob_key=None, finished_at=utcnow()))
     assert len(inputs_of(first, gid)) == 1

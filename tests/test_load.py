@@ -295,7 +295,7 @@ def test_an_exhausted_pool_answers_503_with_retry_after_not_a_long_wait(settings
     settings.db_pool_size, settings.db_pool_timeout_seconds = 2, 0.5
     with TestClient(app, base_url="https://testserver") as client:
         assert client.get("/api/v1/policy").status_code == 200
-        held = [app.state.db.engine.connect() for _ in range(2)]  # every connection taken, as by stuck work
+        held = [app.state.services.db.engine.connect() for _ in range(2)]  # every connection taken, as by stuck work
         try:
             t0 = time.monotonic()
             r = client.get("/api/v1/policy")

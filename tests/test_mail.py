@@ -9,6 +9,7 @@ import re
 import socket
 from collections.abc import Iterator
 from datetime import timedelta
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -17,7 +18,9 @@ from sqlalchemy import select
 
 from imagen.kit.config import Settings
 from imagen.kit.db import Database
-from imagen.mail import LogMailer, Outbox, SmtpMailer, make_mailer
+from imagen.kit.tasks import InlineTasks
+from imagen.mail import LogMailer, SmtpMailer, make_mailer
+from imagen.mail import Outbox as MailOutbox
 from imagen.mail.models import OutboundEmail
 
 
@@ -63,6 +66,13 @@ def smtp_server() -> Iterator[tuple[Inbox, int]]:
         yield inbox, port
     finally:
         controller.stop()
+
+
+def Outbox(db: Database, mailer, **kwargs) -> MailOutbox:
+    """An outbox whose `mail.deliver` runs at once after the commit (the app runs it on its task backend)."""
+    holder = SimpleNamespace()
+    holder.outbox = MailOutbox(db, mailer, InlineTasks(holder), **kwargs)
+    return holder.outbox
 
 
 def rows(db: Database) -> list[OutboundEmail]:

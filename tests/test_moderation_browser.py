@@ -33,7 +33,7 @@ def signed_in_page(chromium, base: str, email: str):  # noqa: F811
 
 
 def set_role(app, email: str, role: str) -> str:
-    with app.state.db.transaction() as s:
+    with app.state.services.db.transaction() as s:
         user = s.scalars(select(User).where(User.email == email)).one()
         user.role = role
         return user.id
@@ -43,7 +43,7 @@ def test_moderator_acts_on_a_case_and_admin_manages_banks(live, chromium, settin
     app, base = live
     eve = signed_in_page(chromium, base, "eve@example.com")
     eve_id = set_role(app, "eve@example.com", "user")
-    with app.state.db.transaction() as s:
+    with app.state.services.db.transaction() as s:
         case_id = case_service.open_case(s, kind="user_report", user_id=eve_id, settings=settings,
                                          summary="reported by a user: not ok").id
 
@@ -80,7 +80,7 @@ def test_moderator_acts_on_a_case_and_admin_manages_banks(live, chromium, settin
     mod.click("button.case-action[data-action='restore']")
     expect(mod.locator("#case-status")).to_have_text("restored")
     assert eve.request.get("/api/v1/me").status == 200
-    with app.state.db.transaction() as s:
+    with app.state.services.db.transaction() as s:
         audit = [a.action for a in s.scalars(select(CaseAction).where(CaseAction.case_id == case_id)
                                               .order_by(CaseAction.created_at))]
     assert audit == ["open", "suspend", "preserve", "restore"]
@@ -104,7 +104,7 @@ def test_moderator_acts_on_a_case_and_admin_manages_banks(live, chromium, settin
     expect(bank_row.locator(".enabled")).to_have_text("yes")
     bank_row.locator("button.bank-toggle").click()
     expect(admin.locator("#banks tr", has_text="partner-list").locator(".enabled")).to_have_text("no")
-    with app.state.db.transaction() as s:
+    with app.state.services.db.transaction() as s:
         [bank] = hash_bank_service.list(s)
         assert (bank.name, bank.hash_type, bank.count, bank.enabled) == ("partner-list", "md5", 2, False)
 

@@ -25,7 +25,7 @@ from imagen.generation.models import Generation
 from imagen.kit.db import utcnow
 from imagen.safety.matcher import pdq_hex
 from imagen.safety.models import CaseAction, SafetyCase
-from imagen.safety.service import retry_automatic_reports
+from imagen.safety.tasks import retry_automatic_reports
 from tests.conftest import TINY, signup
 from tests.fake_ncmec import SCHEMA_PATH, FakeCyberTipline
 from tests.test_safety_cases import cases, encode, import_bank, make_role, photo, upload_image
@@ -81,7 +81,7 @@ def report_it(app, moderator: TestClient, mode: str, case: SafetyCase) -> Safety
 
 def shift(app, case_id: str, **moves: timedelta) -> None:
     """Moves evidence and generation times back, as if the case had been opened later than the incident."""
-    with app.state.db.transaction() as s:
+    with app.state.services.db.transaction() as s:
         case = s.get(SafetyCase, case_id)
         for ev in case.evidence:
             ev.event_time -= moves.get("event", timedelta())
@@ -195,7 +195,7 @@ def test_a_hash_matched_output_is_reported_end_to_end(app, client, settings, ncm
     [ev] = case.evidence
     assert ev.source == "output" and content == png
     check_common(report, case, settings)
-    with app.state.db.transaction() as s:
+    with app.state.services.db.transaction() as s:
         finished = s.get(Generation, gen.json()["id"]).finished_at
     assert report.findtext("incidentSummary/incidentDateTime") == stamp(finished)  # when it was generated
     assert finished < case.created_at - timedelta(hours=1) or mode == "automatic"
@@ -237,7 +237,7 @@ def test_a_lost_finish_answer_then_5102_files_one_report(app, client, settings, 
     assert case.ncmec_report_id is None and case.ncmec_retry_at is not None
     ncmec.lose_reply.clear()
 
-    db, quarantine = app.state.db, app.state.safety.quarantine
+    db, quarantine = app.state.services.db, app.state.services.safety.quarantine
     assert retry_automatic_reports(db, quarantine, settings) == []  # backing off
     assert retry_automatic_reports(db, quarantine, settings, now=case.ncmec_retry_at + timedelta(seconds=1)) == [
         filed]
@@ -283,7 +283,7 @@ def test_a_validation_refusal_stops_retries_and_shows_the_reason(app, client, se
     assert ncmec.reports[attempt["report_id"]].state == "retracted"
 
     # No automatic retry, however long we wait.
-    db, quarantine = app.state.db, app.state.safety.quarantine
+    db, quarantine = app.state.services.db, app.state.services.safety.quarantine
     assert retry_automatic_reports(db, quarantine, settings, now=utcnow() + timedelta(days=30)) == []
     assert ncmec.operations().count("submit") == 1
 
@@ -335,7 +335,7 @@ def test_transient_failures_back_off(app, client, settings):
     settings.ncmec_require_confirmation = False
     case = upload_match(app, client, settings)
     case = eventually(lambda: cases(app, id=case.id, status="report_failed"), timeout=60)
-    db, quarantine = app.state.db, app.state.safety.quarantine
+    db, quarantine = app.state.services.db, app.state.services.safety.quarantine
     delays = []
     for _ in range(3):
         last = case.ncmec_attempts[-1]
@@ -353,7 +353,7 @@ def test_transient_failures_back_off(app, client, settings):
 def test_the_scheduled_pass_reports_a_match_a_restart_left_open(app, client, settings, ncmec):
     case = upload_match(app, client, settings)  # confirmation on: nothing queued
     settings.ncmec_require_confirmation = False  # restarted in automatic mode; the after-commit job never ran
-    db, quarantine = app.state.db, app.state.safety.quarantine
+    db, quarantine = app.state.services.db, app.state.services.safety.quarantine
     assert retry_automatic_reports(db, quarantine, settings) == []  # younger than the grace period
     assert ncmec.calls == []
     [report_id] = retry_automatic_reports(db, quarantine, settings, now=utcnow() + timedelta(minutes=11))
@@ -375,7 +375,7 @@ def test_a_moderator_escalates_and_the_report_asks_for_high_priority(app, client
     report, _, _ = sent(ncmec, case)
     assert report.findtext("incidentSummary/escalateToHighPriority") == reason
     assert moderator.post(url, json={"action": "escalate", "note": "again"}).status_code == 409
-    with app.state.db.transaction() as s:
+    with app.state.services.db.transaction() as s:
         actions = [a.action for a in s.scalars(select(CaseAction).where(CaseAction.case_id == case.id)
                                                .order_by(CaseAction.created_at))]
     assert actions == ["open", "suspend", "escalate", "report"]

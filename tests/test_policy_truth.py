@@ -129,13 +129,13 @@ def test_section_4_3_follows_the_banks_in_the_database(client, app):
         return section(client.get("/api/v1/policy").json()["text"], "4.3 CSAM and serious harm")
 
     assert "does not currently check" in s43()
-    with app.state.db.transaction() as s:
+    with app.state.services.db.transaction() as s:
         hash_bank_service.ensure(s, name="empty", hash_type="md5")
     assert "does not currently check" in s43()  # a bank with no hashes matches nothing
-    with app.state.db.transaction() as s:
+    with app.state.services.db.transaction() as s:
         bank_id = hash_bank_service.import_lines(s, name="known", hash_type="md5", lines=["0" * 32])[0].id
     assert "We check every uploaded image" in s43()
-    with app.state.db.transaction() as s:
+    with app.state.services.db.transaction() as s:
         hash_bank_service.set_enabled(s, bank=hash_bank_service.get(s, bank_id=bank_id), enabled=False)
     assert "does not currently check" in s43()
 
@@ -156,11 +156,11 @@ def test_a_material_change_sends_no_email_even_with_smtp(client, app, settings):
     """§11 does not promise email because publishing sends none: checked with the SMTP backend on."""
     settings.mail_backend, settings.smtp_host = "smtp", "smtp.postmarkapp.com"
     signup(client, "root@example.com")
-    with app.state.db.transaction() as s:
+    with app.state.services.db.transaction() as s:
         s.execute(update(User).where(User.email == "root@example.com").values(role="admin"))
     r = client.post("/api/v1/admin/policy-versions", json={"version": "2026-09-01", "material": True})
     assert r.status_code == 201 and r.json()["notified"] == 1
-    with app.state.db.transaction() as s:
+    with app.state.services.db.transaction() as s:
         assert s.scalar(select(func.count()).select_from(OutboundEmail)) == 0
     assert "email" not in section(client.get("/api/v1/policy").json()["text"], "11. Changes to This Policy")
 

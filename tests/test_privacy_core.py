@@ -26,9 +26,10 @@ from imagen.generation.models import Generation
 from imagen.inference import synthetic
 from imagen.kit.config import Settings, get_settings
 from imagen.kit.db import utcnow
-from imagen.kit.models import Base
+from imagen.kit.tasks import run_task
+from imagen.models import Base
 from imagen.notifications.service import notification_service
-from imagen.privacy import background, datamap, exports
+from imagen.privacy import datamap, exports
 from imagen.privacy.datamap import DATA_MAP
 from imagen.privacy.erasure import erase_due, erase_user, erasure_service
 from imagen.privacy.models import Erasure, Export
@@ -83,7 +84,7 @@ def _export(client: TestClient) -> tuple[dict, bytes]:
 def _wait_erased(app, user_id: str) -> None:
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        with app.state.db.transaction() as s:
+        with app.state.services.db.transaction() as s:
             if s.get(User, user_id) is None and not s.scalars(select(Erasure).where(
                     Erasure.status.in_(("scheduled", "in_progress")))).first():
                 return
@@ -92,7 +93,7 @@ def _wait_erased(app, user_id: str) -> None:
 
 
 def _scan(app, settings: Settings, user_id: str, email: str):
-    return scan(app.state.db.engine, app.state.blobs, user_id=user_id, email=email,
+    return scan(app.state.services.db.engine, app.state.services.blobs, user_id=user_id, email=email,
                 secret=settings.resolved_secret_key())
 
 
@@ -134,7 +135,7 @@ def test_export_erase_and_residue_scan_end_to_end(app, client, new_client, setti
     ]
     assert client.post("/api/v1/presets", json={"name": "quick", "workflow": "txt2img",
                                                 "params": {"steps": 4}}).status_code == 201
-    with app.state.db.transaction() as s:
+    with app.state.services.db.transaction() as s:
         notification_service.notify(s, user_id=user_id, kind="welcome", title="Welcome to IMAGEN")
 
     other = new_client()
@@ -190,10 +191,10 @@ def test_export_erase_and_residue_scan_end_to_end(app, client, new_client, setti
     findings = _scan(app, settings, user_id, email)
     assert residue(findings) == [], [(f.where, f.needle, f.samples) for f in residue(findings)]
     assert any(f.where.startswith("erasures.") and f.needle.endswith("_hash") for f in findings)
-    assert not [k for k in app.state.blobs.keys("") if user_id in k]
+    assert not [k for k in app.state.services.blobs.keys("") if user_id in k]
     # (A login attempt with the erased email is new data, a failed login in the security log, so it comes last.)
     assert new_client().post("/api/v1/auth/login", json={"email": email, "password": PASSWORD}).status_code == 401
-    with app.state.db.transaction() as s:
+    with app.state.services.db.transaction() as s:
         record = s.scalars(select(Erasure)).one()
         assert record.status == "completed" and record.user_id is None and record.hold_until > utcnow()
         assert record.summary["generations"] == 3 and record.summary["outputs"] == 4
@@ -201,18 +202,18 @@ def test_export_erase_and_residue_scan_end_to_end(app, client, new_client, setti
     # The other user is untouched, and erasing again is harmless.
     assert other.get(f"/api/v1/generations/{theirs['id']}").json()["status"] == "succeeded"
     assert other.get(theirs["outputs"][0]["url"]).status_code == 200
-    assert erase_user(app.state.db, app.state.blobs, app.state.executor, user_id, settings=settings) == {}
+    assert erase_user(app.state.services.db, app.state.services.blobs, app.state.services.executor, user_id, settings=settings) == {}
 
 
 def test_erasure_while_a_job_is_running_leaves_no_orphaned_blob(app, user_client, settings, monkeypatch):
     """The job finishes after the erasure: its output is written, its completion fails, the file is removed."""
     user_id = user_client.get("/api/v1/me").json()["id"]
-    blobs, executor = app.state.blobs, app.state.executor
+    blobs, executor = app.state.services.blobs, app.state.services.executor
     real_put, erased = blobs.put, threading.Event()
 
     def put(key: str, data: bytes, content_type: str = "application/octet-stream") -> None:
         if key.startswith(f"outputs/{user_id}/") and not erased.is_set():
-            erase_user(app.state.db, blobs, executor, user_id, settings=settings)  # the job is still running
+            erase_user(app.state.services.db, blobs, executor, user_id, settings=settings)  # the job is still running
             erased.set()
         real_put(key, data, content_type)
 
@@ -224,7 +225,7 @@ def test_erasure_while_a_job_is_running_leaves_no_orphaned_blob(app, user_client
     jobs.wait_idle()  # the job has ended: whatever it wrote and removed is settled
     assert jobs.finished == [gen_id]
     assert [k for k in blobs.keys("") if user_id in k] == []
-    with app.state.db.transaction() as s:
+    with app.state.services.db.transaction() as s:
         assert s.get(Generation, gen_id) is None and s.get(User, user_id) is None
     assert residue(_scan(app, settings, user_id, "ada@example.com")) == []
 
@@ -239,7 +240,7 @@ def test_erasure_through_the_api_cancels_queued_and_running_jobs(app, user_clien
     _wait_erased(app, user_id)
     jobs.wait_idle()  # the running job was told to stop; the queued ones never start
     assert jobs.started and set(jobs.started) <= set(ids)
-    assert [k for k in app.state.blobs.keys("") if user_id in k] == []
+    assert [k for k in app.state.services.blobs.keys("") if user_id in k] == []
     assert residue(_scan(app, settings, user_id, "ada@example.com")) == []
 
 
@@ -254,7 +255,7 @@ def test_grace_period_schedules_cancels_and_erases_when_due(app, user_client, se
     assert user_client.post("/api/v1/me/erasure/cancel").json()["status"] == "canceled"
     assert user_client.get("/api/v1/me/erasure").status_code == 404
     again = user_client.request("DELETE", "/api/v1/me", json={"password": PASSWORD}).json()
-    db, blobs = app.state.db, app.state.blobs
+    db, blobs = app.state.services.db, app.state.services.blobs
     assert erase_due(db, blobs, None, settings=settings) == []  # not due yet
     assert erase_due(db, blobs, None, settings=settings, now=utcnow() + timedelta(days=4)) == [user_id]
     assert user_client.get("/api/v1/me").status_code == 401
@@ -272,18 +273,17 @@ def test_grace_period_schedules_cancels_and_erases_when_due(app, user_client, se
 
 def test_export_link_expires_and_its_file_is_purged(app, user_client):
     body, _ = _export(user_client)
-    with app.state.db.transaction() as s:
+    with app.state.services.db.transaction() as s:
         key = s.get(Export, body["id"]).blob_key
         s.execute(update(Export).where(Export.id == body["id"]).values(expires_at=utcnow() - timedelta(seconds=1)))
     assert user_client.get(f"/api/v1/me/exports/{body['id']}").json()["status"] == "expired"
     assert user_client.get(body["download_url"]).status_code == 410
     assert [e["id"] for e in user_client.get("/api/v1/me/exports").json()] == [body["id"]]
-    with app.state.db.transaction() as s:
-        ctx = background.context_for(s)
-    assert background.tick(ctx) == {"erased": 0, "expired_exports": 1, "ncmec_reports": 0}  # the scheduled pass
-    assert not app.state.blobs.exists(key)
+    tick = run_task(app.state.services, "privacy.tick")  # the scheduled pass
+    assert tick == {"exports": 0, "erasures": 0, "expired_exports": 1}
+    assert not app.state.services.blobs.exists(key)
     assert user_client.get(f"/api/v1/me/exports/{body['id']}").json()["status"] == "expired"
-    assert exports.build_export(app.state.db, app.state.blobs, body["id"]) == "expired"  # safe to run twice
+    assert exports.build_export(app.state.services.db, app.state.services.blobs, body["id"]) == "expired"  # safe to run twice
 
 
 @pytest.fixture
@@ -341,7 +341,7 @@ def _ada(app) -> TestClient:
 def _admin(app, new_client) -> TestClient:
     admin = new_client()
     signup(admin, "root@example.com")
-    with app.state.db.transaction() as s:
+    with app.state.services.db.transaction() as s:
         s.execute(update(User).where(User.email == "root@example.com").values(role="admin"))
     return admin
 
@@ -363,7 +363,7 @@ def _give_ada_held_data(app, ada: TestClient, admin: TestClient) -> str:
     done = admin.post(f"/api/v1/admin/privacy-requests/{req.json()['id']}/transition",
                       json={"status": "completed", "note": "Stopped."})
     assert done.status_code == 200, done.text
-    with app.state.db.transaction() as s:
+    with app.state.services.db.transaction() as s:
         gen = Generation(id=new_id(), user_id=user_id, workflow="txt2img", workflow_version=1, pipeline="txt2img",
                          params={"prompt": "a fox"}, checkpoint="imagen-tiny", checkpoint_sha256="0" * 64,
                          models=[], consent_model_improvement=False, status="succeeded")
@@ -381,14 +381,14 @@ def test_erasure_gathers_every_identifier_and_holds_end_with_their_period(app, c
 
     admin = _admin(app, new_client)
     user_id = _give_ada_held_data(app, _ada(app), admin)
-    db, blobs, secret = app.state.db, app.state.blobs, settings.resolved_secret_key()
+    db, blobs, secret = app.state.services.db, app.state.services.blobs, settings.resolved_secret_key()
     with db.transaction() as s:
         found = gather(s, user_id=user_id, secret=secret)
     kinds = found.kinds()
     assert kinds["ip_address"] == [ADA_IP] and kinds["user_agent"] == [ADA_UA.lower()]
     assert kinds["id"] == [user_id] and kinds["email"] == ["ada@example.com"] and len(kinds["email_hash"]) == 1
 
-    summary = erase_user(db, blobs, app.state.executor, user_id, settings=settings, verify=True)
+    summary = erase_user(db, blobs, app.state.services.executor, user_id, settings=settings, verify=True)
     assert summary["residue"] == 0 and summary["findings"] == []
     with db.transaction() as s:
         assert s.scalars(select(Erasure)).one().summary["residue"] == 0  # the record says it was checked
@@ -431,14 +431,14 @@ def test_a_privacy_request_mail_does_not_outlive_its_hold(app, client, new_clien
 
     admin = _admin(app, new_client)
     user_id = _give_ada_held_data(app, _ada(app), admin)
-    erase_user(app.state.db, app.state.blobs, app.state.executor, user_id, settings=settings)
+    erase_user(app.state.services.db, app.state.services.blobs, app.state.services.executor, user_id, settings=settings)
     days = settings.retention_outbound_emails_days
-    with app.state.db.transaction() as s:  # within the hold: kept, without the account's id
-        retention_service.run(s, settings=settings, blobs=app.state.blobs, now=utcnow() + timedelta(days=days - 1))
+    with app.state.services.db.transaction() as s:  # within the hold: kept, without the account's id
+        retention_service.run(s, settings=settings, blobs=app.state.services.blobs, now=utcnow() + timedelta(days=days - 1))
         kept = s.scalars(select(OutboundEmail).where(OutboundEmail.to_address == "ada@example.com")).all()
         assert kept and {m.user_id for m in kept} == {None}
-    with app.state.db.transaction() as s:
-        purges = retention_service.run(s, settings=settings, blobs=app.state.blobs,
+    with app.state.services.db.transaction() as s:
+        purges = retention_service.run(s, settings=settings, blobs=app.state.services.blobs,
                                        now=utcnow() + timedelta(days=days + 1))
         assert next(p.count for p in purges if p.name == "privacy_request_emails") == len(kept)
         assert s.scalars(select(OutboundEmail).where(OutboundEmail.to_address == "ada@example.com")).all() == []
@@ -457,7 +457,7 @@ def test_withheld_categories_are_named_in_the_export_without_their_rows(app, cli
     assert legal.status_code == 201, legal.text
     from imagen.safety.models import SafetyCase
 
-    with app.state.db.transaction() as s:
+    with app.state.services.db.transaction() as s:
         [case_id] = s.scalars(select(SafetyCase.id).where(SafetyCase.user_id == user_id)).all()
     _, content = _export(ada)
     text = zipfile.ZipFile(io.BytesIO(content)).read("data.json").decode()

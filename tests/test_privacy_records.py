@@ -21,12 +21,12 @@ HOUR = timedelta(hours=1)
 
 
 def make_admin(app, email: str) -> None:
-    with app.state.db.transaction() as s:
+    with app.state.services.db.transaction() as s:
         s.execute(update(User).where(User.email == email).values(role="admin"))
 
 
 def ids_by_email(app) -> dict[str, str]:
-    with app.state.db.transaction() as s:
+    with app.state.services.db.transaction() as s:
         return dict(s.execute(select(User.email, User.id)).all())
 
 
@@ -47,7 +47,7 @@ def people(admin, new_client, app):
     from imagen.generation.models import Generation
 
     ids = ids_by_email(app)
-    with app.state.db.transaction() as s:
+    with app.state.services.db.transaction() as s:
         s.add(Generation(id=new_id(), user_id=ids["ada@example.com"], workflow="txt2img", workflow_version=1,
                          pipeline="txt2img", params={"prompt": "x"}, checkpoint="imagen-tiny",
                          checkpoint_sha256="0" * 64, models=[], consent_model_improvement=False, status="failed"))
@@ -135,7 +135,7 @@ def test_breach_register_lookup_deadline_and_user_notices(admin, people, app):
     assert listed[1]["users_notified"] == 2
 
     # an erased user leaves the register (the count stays)
-    with app.state.db.transaction() as s:
+    with app.state.services.db.transaction() as s:
         s.execute(delete(User).where(User.id == bob))
     kept = admin.get(f"/api/v1/admin/breaches/{late['id']}").json()
     assert kept["affected_user_ids"] == [ada] and kept["affected_count"] == 2
@@ -163,7 +163,7 @@ def test_legal_request_log(admin, people, app):
     assert r.status_code == 201, r.text
     logged = r.json()
     assert logged["decision"] == "pending" and logged["affected_user_ids"] == [ada]
-    with app.state.db.transaction() as s:  # read back from the log itself, not the answer
+    with app.state.services.db.transaction() as s:  # read back from the log itself, not the answer
         row = s.get(LegalRequest, logged["id"])
         assert (row.authority, row.instrument, row.reference, row.scope, row.affected_count) == (
             "Metropolitan Police", "production order", "MP/2026/17", "account data of one user", 1)

@@ -29,7 +29,7 @@ DAY = timedelta(days=1)
 
 
 def make_admin(app: FastAPI, email: str) -> None:
-    with app.state.db.transaction() as s:
+    with app.state.services.db.transaction() as s:
         s.execute(update(User).where(User.email == email).values(role="admin"))
 
 
@@ -41,7 +41,7 @@ def admin(client: TestClient, app: FastAPI) -> TestClient:
 
 
 def mails(app: FastAPI, to: str | None = None) -> list[OutboundEmail]:
-    with app.state.db.transaction() as s:
+    with app.state.services.db.transaction() as s:
         query = select(OutboundEmail).order_by(OutboundEmail.created_at)
         return list(s.scalars(query.where(OutboundEmail.to_address == to) if to else query))
 
@@ -57,7 +57,7 @@ def latest_code(app: FastAPI, to: str) -> str:
 
 
 def stored(app: FastAPI, request_id: str) -> PrivacyRequest:
-    with app.state.db.transaction() as s:
+    with app.state.services.db.transaction() as s:
         req = s.get(PrivacyRequest, request_id)
         assert req is not None
         s.expunge(req)
@@ -65,7 +65,7 @@ def stored(app: FastAPI, request_id: str) -> PrivacyRequest:
 
 
 def trail(app: FastAPI, request_id: str) -> list[tuple[str, str | None, str, str | None]]:
-    with app.state.db.transaction() as s:
+    with app.state.services.db.transaction() as s:
         events = s.scalars(select(PrivacyRequestEvent).where(PrivacyRequestEvent.request_id == request_id)
                            .order_by(PrivacyRequestEvent.seq))
         return [(e.actor, e.from_status, e.to_status, e.note) for e in events]
@@ -196,7 +196,7 @@ def test_wrong_codes_count_and_the_limit_holds(client, app, settings):
 def test_expired_code_is_refused(client, app):
     body = public_request(client)
     code = latest_code(app, "someone@example.com")
-    with app.state.db.transaction() as s:
+    with app.state.services.db.transaction() as s:
         s.execute(update(PrivacyRequest).where(PrivacyRequest.id == body["id"])
                   .values(code_expires_at=datetime.now(UTC) - timedelta(minutes=1)))
     r = client.post(f"/api/v1/privacy-requests/{body['id']}/verify", json={"code": code})
@@ -224,7 +224,7 @@ def test_public_form_validation(client, app, payload, field):
     assert r.status_code == 422
     assert field in [e["loc"][-1] for e in r.json()["detail"]]
     assert mails(app) == []
-    with app.state.db.transaction() as s:
+    with app.state.services.db.transaction() as s:
         assert s.scalars(select(PrivacyRequest)).first() is None
 
 
@@ -506,7 +506,7 @@ def test_completing_a_deletion_request_erases_the_linked_account(admin, app, new
     assert user.get("/api/v1/me").status_code == 401  # stopped at once
     deadline = time.monotonic() + 60  # erased in the background, just after the commit
     while True:
-        with app.state.db.transaction() as s:
+        with app.state.services.db.transaction() as s:
             if s.scalars(select(User).where(User.email == "ada@example.com")).first() is None:
                 break
         assert time.monotonic() < deadline, "the account was not erased"
@@ -518,10 +518,10 @@ def test_completing_a_deletion_request_erases_the_linked_account(admin, app, new
     # Kept as proof only for the declared periods: past them the retention run takes the address everywhere.
     later = datetime.now(UTC) + timedelta(days=max(settings.retention_privacy_requests_days,
                                                    settings.retention_outbound_emails_days) + 1)
-    with app.state.db.transaction() as s:
-        retention_service.run(s, settings=settings, blobs=app.state.blobs, now=later)
+    with app.state.services.db.transaction() as s:
+        retention_service.run(s, settings=settings, blobs=app.state.services.blobs, now=later)
     assert mails(app, "ada@example.com") == []
-    with app.state.db.transaction() as s:
+    with app.state.services.db.transaction() as s:
         assert s.get(PrivacyRequest, request_id) is None
         assert s.scalars(select(PrivacyRequestEvent).where(PrivacyRequestEvent.request_id == request_id)).all() == []
-    assert scan(app.state.db.engine, app.state.blobs, email="ada@example.com", settings=settings, now=later) == []
+    assert scan(app.state.services.db.engine, app.state.services.blobs, email="ada@example.com", settings=settings, now=later) == []

@@ -118,17 +118,17 @@ def test_simultaneous_uploads_never_pass_the_quota(live, settings):
     assert set(codes) <= {201, 413}, [(r.status_code, r.text) for r in answers]
     refused = [r.json()["detail"] for r in answers if r.status_code == 413]
     assert refused and all("quota" in d for d in refused), refused
-    with app.state.db.transaction() as s:
+    with app.state.services.db.transaction() as s:
         rows, used = s.execute(select(func.count(), func.coalesce(func.sum(Asset.size_bytes), 0))).one()
     assert rows == codes.count(201) >= 1
     assert used <= settings.user_storage_quota_bytes
-    stored = [k for k in app.state.blobs.keys("assets/")]
+    stored = [k for k in app.state.services.blobs.keys("assets/")]
     assert len(stored) == rows and staging_files(settings) == []  # refused uploads left nothing behind
 
 
 def test_simultaneous_submits_never_pass_the_per_user_job_limit(live, settings):
     app, base = live
-    app.state.executor.stop()  # the jobs stay queued: only the limit decides
+    app.state.services.executor.stop()  # the jobs stay queued: only the limit decides
     settings.max_queued_per_user = 3
     auth = login(base)
 
@@ -139,7 +139,7 @@ def test_simultaneous_submits_never_pass_the_per_user_job_limit(live, settings):
     answers = at_once(CLIENTS, submit)
     codes = sorted(r.status_code for r in answers)
     assert codes == [202] * 3 + [429] * (CLIENTS - 3), [(r.status_code, r.text) for r in answers]
-    with app.state.db.transaction() as s:
+    with app.state.services.db.transaction() as s:
         assert s.scalar(select(func.count()).select_from(Generation)) == 3
 
 

@@ -16,9 +16,10 @@ from imagen.cli import app as cli
 from imagen.generation.models import Generation, Output
 from imagen.kit.config import Settings, get_settings
 from imagen.kit.db import Database, new_id, utcnow
-from imagen.kit.models import Base
+from imagen.kit.tasks import Scheduler
+from imagen.models import Base
 from imagen.notifications.models import Notification
-from imagen.privacy.retention import RetentionScheduler, retention_service
+from imagen.privacy.retention import retention_service
 from tests.conftest import signup
 
 DAY = timedelta(days=1)
@@ -46,8 +47,8 @@ def add_generation(session, uid: str, *, status: str, finished_ago: timedelta | 
 
 def seed_old_and_new(app) -> dict[str, str]:
     """Rows on both sides of each default period; returns the ids that must survive."""
-    now, blobs = utcnow(), app.state.blobs
-    with app.state.db.transaction() as s:
+    now, blobs = utcnow(), app.state.services.blobs
+    with app.state.services.db.transaction() as s:
         uid = user_id(s)
         old_event = SecurityEvent(user_id=uid, kind="login", created_at=now - 400 * DAY)
         new_event = SecurityEvent(user_id=uid, kind="login", created_at=now - 300 * DAY)
@@ -74,7 +75,7 @@ def counts(purges) -> dict[str, int]:
 def test_old_rows_are_purged_newer_kept_dry_run_changes_nothing_and_twice_is_harmless(client, app, settings):
     signup(client)
     ids = seed_old_and_new(app)
-    blobs, db = app.state.blobs, app.state.db
+    blobs, db = app.state.services.blobs, app.state.services.db
 
     with db.transaction() as s:
         dry = retention_service.run(s, settings=settings, blobs=blobs, dry_run=True)
@@ -115,11 +116,11 @@ def test_old_rows_are_purged_newer_kept_dry_run_changes_nothing_and_twice_is_har
 def test_a_rolled_back_run_keeps_every_file(client, app, settings):
     signup(client)
     ids = seed_old_and_new(app)
-    with pytest.raises(RuntimeError), app.state.db.transaction() as s:
-        retention_service.run(s, settings=settings, blobs=app.state.blobs)
+    with pytest.raises(RuntimeError), app.state.services.db.transaction() as s:
+        retention_service.run(s, settings=settings, blobs=app.state.services.blobs)
         raise RuntimeError("boom")
-    assert app.state.blobs.exists(ids["old_output_key"])
-    with app.state.db.transaction() as s:
+    assert app.state.services.blobs.exists(ids["old_output_key"])
+    with app.state.services.db.transaction() as s:
         assert s.get(Generation, ids["old_failed"]) is not None
 
 
@@ -127,7 +128,7 @@ def test_periods_come_from_configuration(client, app, settings):
     signup(client)
     seed_old_and_new(app)
     longer = settings.model_copy(update={"retention_security_log_days": 500, "retention_failed_generations_days": 3})
-    with app.state.db.transaction() as s:
+    with app.state.services.db.transaction() as s:
         plan = counts(retention_service.plan(s, settings=longer))
     assert plan["security_events"] == 0
     assert plan["generations"] == 2  # both failed generations are past 3 days
@@ -135,8 +136,8 @@ def test_periods_come_from_configuration(client, app, settings):
 
 def test_orphaned_inputs_of_finished_or_gone_generations_are_removed(client, app, settings):
     signup(client)
-    blobs = app.state.blobs
-    with app.state.db.transaction() as s:
+    blobs = app.state.services.blobs
+    with app.state.services.db.transaction() as s:
         uid = user_id(s)
         done = add_generation(s, uid, status="succeeded", finished_ago=DAY)
         queued = add_generation(s, uid, status="queued", finished_ago=None)
@@ -147,7 +148,7 @@ def test_orphaned_inputs_of_finished_or_gone_generations_are_removed(client, app
     old = time.time() - 2 * 3600
     os.utime(blobs.local_path(keys["gone_old"]), (old, old))
 
-    with app.state.db.transaction() as s:
+    with app.state.services.db.transaction() as s:
         dry = next(p for p in retention_service.plan(s, settings=settings, blobs=blobs)
                    if p.category == "transient inputs")
         assert dry.count == 2
@@ -163,7 +164,7 @@ def test_other_parts_tables_are_skipped_or_purged(client, app, settings, monkeyp
     from imagen.privacy import retention
 
     signup(client)
-    with app.state.db.transaction() as s:
+    with app.state.services.db.transaction() as s:
         plan = retention_service.plan(s, settings=settings)
     assert [(p.name, p.skipped) for p in plan if p.skipped] == []
     assert {p.name for p in plan if p.name} == {r.item.name for r in retention.rules()}
@@ -172,7 +173,7 @@ def test_other_parts_tables_are_skipped_or_purged(client, app, settings, monkeyp
     real = retention._tables()
     monkeypatch.setattr(retention, "_tables", lambda: {
         k: v for k, v in real.items() if k not in ("outbound_emails", "privacy_requests")})
-    with app.state.db.transaction() as s:
+    with app.state.services.db.transaction() as s:
         skipped = {p.name: p.skipped for p in retention_service.plan(s, settings=settings) if p.skipped}
     assert skipped == {"privacy_request_emails": "no outbound_emails table",
                        "privacy_requests": "no privacy_requests table"}
@@ -257,7 +258,7 @@ def test_every_period_in_the_data_map_has_a_purge(client, app, settings):
 
     timed = [i for i in DATA_MAP if i.table and (i.period or i.hold)]
     assert {i.name for i in timed} == PROMISED
-    now, db = utcnow(), app.state.db
+    now, db = utcnow(), app.state.services.db
     rows: dict[str, tuple[str, str]] = {}
     with db.transaction() as s:
         for item in timed:
@@ -274,7 +275,7 @@ def test_every_period_in_the_data_map_has_a_purge(client, app, settings):
                 fallback[item.name] = (old, new)
     assert fallback, "no hold exercised its fallback clock"
     with db.transaction() as s:
-        purges = retention_service.run(s, settings=settings, blobs=app.state.blobs, now=now)
+        purges = retention_service.run(s, settings=settings, blobs=app.state.services.blobs, now=now)
     assert {p.name for p in purges if p.count} >= PROMISED - {"safety_evidence", "safety_case_actions",
                                                              "privacy_request_events"}  # those go with their parent
     with db.transaction() as s:
@@ -295,7 +296,7 @@ def test_prompt_refusals_are_purged_after_their_period(client, app, settings):
     r = client.post("/api/v1/generations", json={"workflow": "txt2img", "params": {"prompt": "nude child"}})
     assert r.status_code == 422
     now = utcnow()
-    with app.state.db.transaction() as s:
+    with app.state.services.db.transaction() as s:
         [refusal] = s.scalars(select(PromptRefusalRecord)).all()
         refusal.created_at = now - timedelta(days=settings.prompt_refusals_retention_days + 1)
         recent = PromptRefusalRecord(user_id=refusal.user_id, rule_id="x", category="y", field="prompt", prompt="p",
@@ -303,34 +304,35 @@ def test_prompt_refusals_are_purged_after_their_period(client, app, settings):
         s.add(recent)
         s.flush()
         old_id, recent_id = refusal.id, recent.id
-    with app.state.db.transaction() as s:
-        purge = next(p for p in retention_service.run(s, settings=settings, blobs=app.state.blobs)
+    with app.state.services.db.transaction() as s:
+        purge = next(p for p in retention_service.run(s, settings=settings, blobs=app.state.services.blobs)
                      if p.name == "prompt_refusals")
         assert (purge.count, purge.setting) == (1, "IMAGEN_PROMPT_REFUSALS_RETENTION_DAYS")
-    with app.state.db.transaction() as s:
+    with app.state.services.db.transaction() as s:
         assert s.get(PromptRefusalRecord, old_id) is None
         assert s.get(PromptRefusalRecord, recent_id) is not None
 
 
-def test_scheduler_runs_in_the_background_and_can_be_disabled(client, app, settings):
+def test_scheduler_runs_retention_in_the_background_and_can_be_disabled(client, app, settings):
     signup(client)
     ids = seed_old_and_new(app)
-    assert isinstance(app.state.retention, RetentionScheduler)  # started by the app's lifespan
-    off = RetentionScheduler(app.state.db, app.state.blobs, settings.model_copy(
-        update={"retention_interval_hours": 0}), first_delay=0)
-    off.start()
-    assert off._thread is None
-    fast = RetentionScheduler(app.state.db, app.state.blobs, settings.model_copy(
-        update={"retention_interval_hours": 0.0005}), first_delay=0)
+    services = app.state.services
+    assert "privacy.retention" in services.scheduler.schedule()  # the app's own scheduler runs it
+    off = Scheduler(services.tasks, settings.model_copy(update={"retention_interval_hours": 0}))
+    assert "privacy.retention" not in off.schedule()
+    fast = Scheduler(services.tasks, settings.model_copy(update={"retention_interval_hours": 0.0005}),
+                     run_at_start=())
     fast.start()
     try:
         deadline = time.monotonic() + 20
-        while fast.runs < 2 and time.monotonic() < deadline:
-            time.sleep(0.05)
+        while time.monotonic() < deadline:
+            with services.db.transaction() as s:
+                if s.get(SecurityEvent, ids["old_event"]) is None:
+                    break
+            time.sleep(0.1)
     finally:
         fast.stop()
-    assert fast.runs >= 2
-    with app.state.db.transaction() as s:
+    with services.db.transaction() as s:
         assert s.get(SecurityEvent, ids["old_event"]) is None
         assert s.get(SecurityEvent, ids["new_event"]) is not None
 

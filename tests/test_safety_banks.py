@@ -23,7 +23,6 @@ from imagen.safety.matcher import (
     BankIndex,
     HashMatcher,
     PdqSegments,
-    get_matcher,
     pdq_hex,
     pdq_lookup,
     pdq_scan,
@@ -60,12 +59,12 @@ def encode(image: Image.Image, fmt: str = "PNG", **options: int) -> bytes:
 
 
 def make_admin(app, email: str) -> None:
-    with app.state.db.transaction() as s:
+    with app.state.services.db.transaction() as s:
         s.execute(update(User).where(User.email == email).values(role="admin"))
 
 
 def import_into(app, name: str, hash_type: str, lines: list[str]) -> ImportReport:
-    with app.state.db.transaction() as s:
+    with app.state.services.db.transaction() as s:
         return hash_bank_service.import_lines(s, name=name, hash_type=hash_type, lines=lines)[1]
 
 
@@ -150,7 +149,7 @@ def test_import_skips_duplicates_and_refuses_another_type(client, app):
     assert (first.added, first.duplicates, first.bad_count) == (2, 1, 1)
     again = import_into(app, "ncmec", "md5", [MD5_B, "d" * 32])
     assert (again.added, again.duplicates) == (1, 1)
-    with app.state.db.transaction() as s:
+    with app.state.services.db.transaction() as s:
         bank = hash_bank_service.get_by_name(s, name="ncmec")
         assert bank.count == 3 == s.scalar(select(func.count()).select_from(BankHash))
         with pytest.raises(Conflict):
@@ -162,7 +161,7 @@ def test_pdq_matches_the_image_and_a_resized_reencoded_copy_but_not_others(clien
     value, quality = pdq_hex(original)
     assert len(value) == 64 and quality >= 50
     import_into(app, "photos", "pdq", [value])
-    matcher = HashMatcher(app.state.db, reload_seconds=0)
+    matcher = HashMatcher(app.state.services.db, reload_seconds=0)
 
     exact = matcher.match_image(encode(original))
     assert exact is not None and (exact.bank_name, exact.hash_type, exact.distance) == ("photos", "pdq", 0)
@@ -179,7 +178,7 @@ def test_low_quality_hashes_are_ignored(client, app):
     value, quality = pdq_hex(flat)
     assert quality < 50
     import_into(app, "flat", "pdq", [value])
-    assert HashMatcher(app.state.db, reload_seconds=0).match_image(encode(flat)) is None
+    assert HashMatcher(app.state.services.db, reload_seconds=0).match_image(encode(flat)) is None
 
 
 @pytest.mark.parametrize("hash_type", ["md5", "sha256"])
@@ -188,7 +187,7 @@ def test_exact_md5_and_sha256_of_the_bytes(client, app, hash_type):
     data = encode(scene(9))
     digest = hashlib.new(hash_type, data).hexdigest()
     import_into(app, "exact", hash_type, [digest.upper()])  # stored lower case
-    matcher = HashMatcher(app.state.db, reload_seconds=0)
+    matcher = HashMatcher(app.state.services.db, reload_seconds=0)
     found = matcher.match_image(data)
     assert found is not None
     assert (found.bank_name, found.hash_type, found.distance, found.matched_value) == ("exact", hash_type, 0, digest)
@@ -202,13 +201,13 @@ def test_disabled_banks_do_not_match_and_reenabled_ones_do(client, app):
     data = encode(scene(PHOTO))
     import_into(app, "photos", "pdq", [pdq_hex(scene(PHOTO))[0]])
     import_into(app, "files", "sha256", [hashlib.sha256(data).hexdigest()])
-    matcher = HashMatcher(app.state.db, reload_seconds=0)
+    matcher = HashMatcher(app.state.services.db, reload_seconds=0)
     assert matcher.match_image(data).hash_type == "sha256"
-    with app.state.db.transaction() as s:
+    with app.state.services.db.transaction() as s:
         for bank in hash_bank_service.list(s):
             hash_bank_service.set_enabled(s, bank=bank, enabled=False)
     assert matcher.match_image(data) is None
-    with app.state.db.transaction() as s:
+    with app.state.services.db.transaction() as s:
         hash_bank_service.set_enabled(s, bank=hash_bank_service.get_by_name(s, name="photos"), enabled=True)
     assert matcher.match_image(data).hash_type == "pdq"
 
@@ -218,9 +217,9 @@ def test_a_bank_imported_by_the_cli_while_the_app_runs_is_picked_up(client, app,
     from imagen.kit.config import get_settings
 
     image = encode(scene(PHOTO))
-    matcher = get_matcher(app.state.db, settings)
+    matcher = app.state.services.safety.matcher
     matcher.reload_seconds = 0
-    assert matcher.match_image(image) is None and get_matcher(app.state.db, settings) is matcher
+    assert matcher.match_image(image) is None and app.state.services.safety.matcher is matcher
     listing = tmp_path / "photos.txt"
     listing.write_text(f"# one photo\n{pdq_hex(scene(PHOTO))[0]}\n")
     monkeypatch.setenv("IMAGEN_DATABASE_URL", settings.database_url)
@@ -318,11 +317,11 @@ def test_admin_api_imports_lists_and_disables(client, app):
                        json={"name": "md5-list", "hash_type": "pdq", "hashes": []}).status_code == 409
     assert [b["name"] for b in client.get("/api/v1/admin/hash-banks").json()] == ["md5-list", "photos"]
 
-    matcher = HashMatcher(app.state.db, reload_seconds=0)
+    matcher = HashMatcher(app.state.services.db, reload_seconds=0)
     assert matcher.match_image(encode(scene(PHOTO))).bank_id == photos
     r = client.patch(f"/api/v1/admin/hash-banks/{photos}", json={"enabled": False})
     assert r.status_code == 200 and r.json()["enabled"] is False
     assert matcher.match_image(encode(scene(PHOTO))) is None
     assert client.patch("/api/v1/admin/hash-banks/nope", json={"enabled": True}).status_code == 404
-    with app.state.db.transaction() as s:
+    with app.state.services.db.transaction() as s:
         assert s.scalar(select(func.count()).select_from(HashBank)) == 2

@@ -58,9 +58,9 @@ def encode(image: Image.Image, fmt: str = "PNG", **kw) -> bytes:
 
 
 def import_bank(app, name: str, hash_type: str, values: list[str]) -> None:
-    with app.state.db.transaction() as s:
+    with app.state.services.db.transaction() as s:
         hash_bank_service.import_lines(s, name=name, hash_type=hash_type, lines=values)
-    app.state.safety.matcher.refresh(force=True)
+    app.state.services.safety.matcher.refresh(force=True)
 
 
 def upload_image(client: TestClient, data: bytes, name: str = "holiday.png", content_type: str = "image/png"):
@@ -68,7 +68,7 @@ def upload_image(client: TestClient, data: bytes, name: str = "holiday.png", con
 
 
 def cases(app, **where) -> list[SafetyCase]:
-    with app.state.db.transaction() as s:
+    with app.state.services.db.transaction() as s:
         query = select(SafetyCase).order_by(SafetyCase.created_at)
         for key, value in where.items():
             query = query.where(getattr(SafetyCase, key) == value)
@@ -79,7 +79,7 @@ def cases(app, **where) -> list[SafetyCase]:
 
 
 def make_role(app, email: str, role: str) -> None:
-    with app.state.db.transaction() as s:
+    with app.state.services.db.transaction() as s:
         s.scalars(select(User).where(User.email == email)).one().role = role
 
 
@@ -113,13 +113,13 @@ def test_matching_upload_is_blocked_quarantined_preserved_and_suspends(app, clie
     assert ev.user_email == "eve@example.com" and ev.ip_address == "testclient" and ev.event_time is not None
     assert ev.filename == "beach.png" and ev.match["hash_type"] == "pdq" and ev.match["bank_name"] == "test-bank"
     assert ev.sha256 and ev.md5 and ev.quarantine_blob_key
-    stored = app.state.blobs.get(ev.quarantine_blob_key)  # encrypted at rest, decrypted only by the quarantine
+    stored = app.state.services.blobs.get(ev.quarantine_blob_key)  # encrypted at rest, decrypted only by the quarantine
     assert encode(original) not in stored and b"PNG" not in stored[:16]
-    assert app.state.safety.quarantine.get(ev.quarantine_blob_key) == encode(original)
-    with app.state.db.transaction() as s:
+    assert app.state.services.safety.quarantine.get(ev.quarantine_blob_key) == encode(original)
+    with app.state.services.db.transaction() as s:
         assert s.scalars(select(User).where(User.email == "eve@example.com")).one().suspended_at is not None
         assert s.scalar(select(func.count()).select_from(Evidence)) == 1
-    assert not any(k.startswith("assets/") for k in app.state.blobs.keys(prefix=""))  # nothing stored for delivery
+    assert not any(k.startswith("assets/") for k in app.state.services.blobs.keys(prefix=""))  # nothing stored for delivery
     assert (settings.data_dir / "quarantine.key").exists()
 
     # A resized, JPEG re-encoded copy is caught too; an unrelated image passes.
@@ -159,7 +159,7 @@ def test_matching_output_is_never_served_and_opens_a_case(app, user_client):
     second = user_client.post("/api/v1/generations", json={"workflow": "txt2img", "params": params}).json()
     deadline = time.monotonic() + 120  # the account is suspended on the match: read the job back directly
     while True:
-        with app.state.db.transaction() as s:
+        with app.state.services.db.transaction() as s:
             gen = s.get(Generation, second["id"])
             status, error = gen.status, gen.error
             outputs = list(s.scalars(select(Output.id).where(Output.generation_id == second["id"])))
@@ -167,12 +167,12 @@ def test_matching_output_is_never_served_and_opens_a_case(app, user_client):
             break
         time.sleep(0.05)
     assert status == "failed" and error == "This generation could not be completed."
-    assert outputs == [] and not any(second["id"] in k for k in app.state.blobs.keys("outputs/"))
+    assert outputs == [] and not any(second["id"] in k for k in app.state.services.blobs.keys("outputs/"))
     [case] = cases(app)
     assert case.kind == "hash_match" and case.subject_id == second["id"]
     [ev] = case.evidence
     assert ev.source == "output" and ev.prompt == "a lighthouse" and ev.generation_id == second["id"]
-    assert app.state.safety.quarantine.get(ev.quarantine_blob_key) == png
+    assert app.state.services.safety.quarantine.get(ev.quarantine_blob_key) == png
     assert ev.match["hash_type"] == ("pdq" if quality >= 50 else "sha256")
     assert user_client.get("/api/v1/generations").status_code == 401  # suspended
 
@@ -188,8 +188,8 @@ def refused_like_an_upload(app, r, email: str, data: bytes, hash_type: str, subj
     assert ev.source == "upload" and ev.filename == subject and ev.ip_address == "testclient"
     assert (ev.match["hash_type"], ev.match["bank_name"]) == (hash_type, f"{hash_type}-bank")
     assert (ev.md5, ev.sha256) == (hashlib.md5(data).hexdigest(), hashlib.sha256(data).hexdigest())
-    assert app.state.safety.quarantine.get(ev.quarantine_blob_key) == data  # what was sent, not the re-encoding
-    with app.state.db.transaction() as s:
+    assert app.state.services.safety.quarantine.get(ev.quarantine_blob_key) == data  # what was sent, not the re-encoding
+    with app.state.services.db.transaction() as s:
         assert s.scalars(select(User).where(User.email == email)).one().suspended_at is not None
 
 
@@ -221,10 +221,10 @@ def test_inline_inputs_are_hashed_as_received_like_uploads(app, client, new_clie
     refused_like_an_upload(app, r, "inpaint@example.com", data, hash_type, "mask_image")
 
     # Nothing half-stored: no job, no asset, and the init_image written before the mask was refused is gone.
-    with app.state.db.transaction() as s:
+    with app.state.services.db.transaction() as s:
         assert s.scalar(select(func.count()).select_from(Generation)) == 0
         assert s.scalar(select(func.count()).select_from(Asset)) == 0
-    assert list(app.state.blobs.keys("inputs/")) == [] and list(app.state.blobs.keys("assets/")) == []
+    assert list(app.state.services.blobs.keys("inputs/")) == [] and list(app.state.services.blobs.keys("assets/")) == []
     assert len(cases(app)) == 3
 
 
@@ -268,7 +268,7 @@ def test_output_evidence_carries_the_address_of_the_login_before_submit(app, cli
     [ev] = case.evidence
     assert (case.subject_id, ev.source, ev.match["hash_type"]) == (gen_id, "output", "sha256")
     assert ev.ip_address == "192.0.2.10"
-    with app.state.db.transaction() as s:
+    with app.state.services.db.transaction() as s:
         submitted = s.get(Generation, gen_id).created_at
     assert ev.event_time is not None and ev.event_time <= submitted
 
@@ -277,26 +277,26 @@ def test_evidence_survives_erasure_and_is_purged_when_the_hold_ends(app, client,
     import_bank(app, "bank", "pdq", [pdq_hex(photo())[0]])
     user_id = signup(client, "eve@example.com")["account"]["id"]
     assert upload_image(client, encode(photo())).status_code == 422
-    erase_user(app.state.db, app.state.blobs, app.state.executor, user_id, settings=settings)
-    with app.state.db.transaction() as s:
+    erase_user(app.state.services.db, app.state.services.blobs, app.state.services.executor, user_id, settings=settings)
+    with app.state.services.db.transaction() as s:
         assert s.get(User, user_id) is None
     [case] = cases(app)
     assert case.user_id == user_id and case.evidence[0].user_email == "eve@example.com"
-    findings = scan(app.state.db.engine, app.state.blobs, user_id=user_id, email="eve@example.com",
+    findings = scan(app.state.services.db.engine, app.state.services.blobs, user_id=user_id, email="eve@example.com",
                     secret=settings.resolved_secret_key())
     assert residue(findings) == [], [(f.where, f.needle) for f in residue(findings)]
     assert {f.where.split(".")[0] for f in findings if f.allowed} >= {"safety_cases", "safety_evidence"}
 
     key = case.evidence[0].quarantine_blob_key
-    with app.state.db.transaction() as s:  # within the hold: kept
-        retention_service.run(s, settings=settings, blobs=app.state.blobs, now=utcnow() + timedelta(days=300))
-    assert len(cases(app)) == 1 and app.state.blobs.exists(key)
-    with app.state.db.transaction() as s:
-        purges = retention_service.run(s, settings=settings, blobs=app.state.blobs,
+    with app.state.services.db.transaction() as s:  # within the hold: kept
+        retention_service.run(s, settings=settings, blobs=app.state.services.blobs, now=utcnow() + timedelta(days=300))
+    assert len(cases(app)) == 1 and app.state.services.blobs.exists(key)
+    with app.state.services.db.transaction() as s:
+        purges = retention_service.run(s, settings=settings, blobs=app.state.services.blobs,
                                        now=utcnow() + timedelta(days=366))
     assert next(p for p in purges if p.category == "safety cases").count == 1
-    assert cases(app) == [] and not app.state.blobs.exists(key)
-    with app.state.db.transaction() as s:
+    assert cases(app) == [] and not app.state.services.blobs.exists(key)
+    with app.state.services.db.transaction() as s:
         assert s.scalar(select(func.count()).select_from(Evidence)) == 0
 
 
@@ -345,7 +345,7 @@ def test_prompt_refusals_answer_422_and_repeated_ones_raise_a_flag(app, user_cli
         r = user_client.post("/api/v1/generations", json=bad)
         assert r.status_code == 422, r.text
         assert r.json()["detail"][0]["loc"] == ["body", "params", "prompt"]
-    with app.state.db.transaction() as s:
+    with app.state.services.db.transaction() as s:
         assert s.scalar(select(func.count()).select_from(PromptRefusalRecord)) == settings.prompt_refusals_flag
     [case] = cases(app, kind="prompt_flag")
     assert case.user_email == "ada@example.com" and case.evidence[0].prompt == "nude child"
@@ -404,6 +404,6 @@ def test_report_action_submits_to_ncmec(app, client, moderator, settings):
         assert again.status_code == 409
     finally:
         fake.stop()
-    with app.state.db.transaction() as s:
+    with app.state.services.db.transaction() as s:
         audit = s.scalars(select(CaseAction).where(CaseAction.action == "report")).all()
     assert len(audit) == 1 and "NCMEC report" in audit[0].result

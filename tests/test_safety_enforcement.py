@@ -24,7 +24,7 @@ from imagen.inference import synthetic
 from imagen.safety.matcher import pdq_hex
 from imagen.safety.models import CaseAction, SafetyCase
 from imagen.safety.nsfw import Detection, NsfwClassifier
-from imagen.safety.service import report_case_automatically
+from imagen.safety.tasks import report_case_automatically
 from tests.conftest import PASSWORD, TINY, signup, wait_for
 from tests.test_safety_cases import cases, encode, import_bank, photo, upload_image
 
@@ -51,7 +51,7 @@ def detector(monkeypatch: pytest.MonkeyPatch) -> StubDetector:
 
 
 def stored_assets(app) -> int:
-    with app.state.db.transaction() as s:
+    with app.state.services.db.transaction() as s:
         return s.scalar(select(func.count()).select_from(Asset)) or 0
 
 
@@ -71,7 +71,7 @@ def test_nsfw_policy_blocks_or_blurs_uploads_from_the_apps_settings(app, user_cl
     settings.nsfw_policy = json.dumps({"breasts_exposed": "block"})
     r = upload_image(user_client, data, "b.png")
     assert r.status_code == 422 and r.json() == NEUTRAL_UPLOAD
-    assert stored_assets(app) == 0 and not list(app.state.blobs.keys("assets/"))
+    assert stored_assets(app) == 0 and not list(app.state.services.blobs.keys("assets/"))
     assert cases(app) == []  # adult content under the operator's policy is not a safety case
     assert client_still_works(user_client)
 
@@ -113,7 +113,7 @@ def test_nsfw_policy_on_generated_outputs(app, user_client, settings, detector):
     blocked = wait_for(user_client, user_client.post(
         "/api/v1/generations", json={"workflow": "txt2img", "params": params}).json()["id"])
     assert blocked["status"] == "failed" and blocked["error"] == NEUTRAL_GENERATION and blocked["outputs"] == []
-    assert not any(blocked["id"] in key for key in app.state.blobs.keys("outputs/"))
+    assert not any(blocked["id"] in key for key in app.state.services.blobs.keys("outputs/"))
     assert cases(app) == []
 
 
@@ -138,7 +138,7 @@ def test_generated_output_matching_a_pdq_bank_is_never_served(app, user_client, 
     gen_id = user_client.post("/api/v1/generations", json={"workflow": "txt2img", "params": params}).json()["id"]
     deadline = time.monotonic() + 120
     while True:  # the account is suspended by the match: read the job back directly
-        with app.state.db.transaction() as s:
+        with app.state.services.db.transaction() as s:
             status = s.get(Generation, gen_id).status
         if status not in ("queued", "running") or time.monotonic() > deadline:
             break
@@ -148,7 +148,7 @@ def test_generated_output_matching_a_pdq_bank_is_never_served(app, user_client, 
     [ev] = case.evidence
     assert ev.match["hash_type"] == "pdq" and ev.match["distance"] <= 31 and ev.pdq
     assert (ev.prompt, ev.negative_prompt) == ("a house by a hill", "blurry")
-    assert app.state.safety.quarantine.get(ev.quarantine_blob_key) == encode(photo())
+    assert app.state.services.safety.quarantine.get(ev.quarantine_blob_key) == encode(photo())
 
     # Restored by a moderator, the user sees the job failed neutrally with nothing to fetch.
     assert moderator.post(f"/api/v1/admin/cases/{case.id}/actions", json={"action": "restore"}).status_code == 200
@@ -157,7 +157,7 @@ def test_generated_output_matching_a_pdq_bank_is_never_served(app, user_client, 
     user_client.headers["X-CSRF-Token"] = login.json()["csrf_token"]
     body = user_client.get(f"/api/v1/generations/{gen_id}").json()
     assert body["status"] == "failed" and body["error"] == NEUTRAL_GENERATION and body["outputs"] == []
-    with app.state.db.transaction() as s:
+    with app.state.services.db.transaction() as s:
         assert s.scalar(select(func.count()).select_from(Output).where(Output.generation_id == gen_id)) == 0
     # An output that was delivered before, once a moderator removes it, answers 404 too.
     url = before["outputs"][0]["url"]
@@ -199,11 +199,11 @@ def test_without_confirmation_a_match_is_reported_automatically_once(app, client
         assert fake.reports[case.ncmec_report_id].state == "finished"
         submitted = fake.operations().count("submit")
         # Safe to run twice: a reported case is not sent again.
-        assert report_case_automatically(app.state.db, app.state.safety.quarantine, settings, case.id) is None
+        assert report_case_automatically(app.state.services.db, app.state.services.safety.quarantine, settings, case.id) is None
         assert fake.operations().count("submit") == submitted == 1
     finally:
         fake.stop()
-    with app.state.db.transaction() as s:
+    with app.state.services.db.transaction() as s:
         [audit] = s.scalars(select(CaseAction).where(CaseAction.action == "report")).all()
     assert audit.actor_id is None and "automatic" in audit.note and "NCMEC report" in audit.result
 
@@ -218,11 +218,8 @@ def test_with_confirmation_on_nothing_is_sent_until_a_moderator_reports(app, cli
         import_bank(app, "bank", "pdq", [pdq_hex(photo())[0]])
         signup(client, "eve@example.com")
         assert upload_image(client, encode(photo())).status_code == 422
-        # Synchronous, no fixed wait: drain the background pool, so a (wrongly) queued report has run by now.
-        from imagen.privacy import background
-
-        with app.state.db.transaction() as s:
-            background.context_for(s).pool.shutdown(wait=True)
+        # Synchronous, no fixed wait: drain the background tasks, so a (wrongly) queued report has run by now.
+        assert app.state.services.tasks.wait_idle()
         [case] = cases(app)
         assert case.status == "open" and fake.operations().count("submit") == 0
     finally:
@@ -278,7 +275,7 @@ def test_evidence_records_the_uploads_own_address_and_the_report_carries_it(app,
     assert ev.ip_address == "203.0.113.9" and ev.event_time is not None
     from imagen.safety.service import case_service
 
-    report = case_service.build_report(case, settings, app.state.safety.quarantine)
+    report = case_service.build_report(case, settings, app.state.services.safety.quarantine)
     [event] = report.reported_person.ip_events
     assert (event.ip, event.event) == ("203.0.113.9", "Upload")
 
@@ -287,7 +284,7 @@ def test_scheduled_pass_retries_an_automatic_report_that_failed(app, client, set
     import socket
     from datetime import timedelta
 
-    from imagen.privacy import background
+    from imagen.kit.tasks import run_task
     from tests.fake_ncmec import FakeCyberTipline
 
     with socket.socket() as closed:  # a port nothing listens on: NCMEC "down" when the match happens
@@ -308,13 +305,12 @@ def test_scheduled_pass_retries_an_automatic_report_that_failed(app, client, set
         assert case.status == "report_failed" and case.ncmec_error and not case.ncmec_report_id
 
         settings.ncmec_base_url = fake.base_url  # NCMEC is back
-        with app.state.db.transaction() as s:
-            ctx = background.context_for(s)
-        assert background.tick(ctx)["ncmec_reports"] == 0  # failed just now: not yet due again
-        with app.state.db.transaction() as s:
+        services = app.state.services
+        assert run_task(services, "safety.retry_reports") == []  # failed just now: not yet due again
+        with services.db.transaction() as s:
             s.get(SafetyCase, case.id).ncmec_retry_at -= timedelta(hours=2)  # the back-off is over
-        assert background.tick(ctx)["ncmec_reports"] == 1
-        assert background.tick(ctx)["ncmec_reports"] == 0  # reported once
+        assert len(run_task(services, "safety.retry_reports")) == 1
+        assert run_task(services, "safety.retry_reports") == []  # reported once
         [case] = cases(app)
         assert case.status == "reported" and fake.reports[case.ncmec_report_id].state == "finished"
         assert fake.operations().count("submit") == 1
@@ -343,14 +339,14 @@ def test_preserve_extends_the_hold_of_the_case_and_its_evidence(app, client, mod
     key = case.evidence[0].quarantine_blob_key
 
     def purge_at(days: int) -> None:
-        with app.state.db.transaction() as s:
-            retention_service.run(s, settings=settings, blobs=app.state.blobs, now=utcnow() + timedelta(days=days))
+        with app.state.services.db.transaction() as s:
+            retention_service.run(s, settings=settings, blobs=app.state.services.blobs, now=utcnow() + timedelta(days=days))
 
     purge_at(400)  # past the usual year, within the extension: case, evidence, audit and file all kept
     [kept] = cases(app)
-    assert len(kept.evidence) == 1 and len(kept.actions) == 4 and app.state.blobs.exists(key)
+    assert len(kept.evidence) == 1 and len(kept.actions) == 4 and app.state.services.blobs.exists(key)
     purge_at(501)
-    assert cases(app) == [] and not app.state.blobs.exists(key)
-    with app.state.db.transaction() as s:
+    assert cases(app) == [] and not app.state.services.blobs.exists(key)
+    with app.state.services.db.transaction() as s:
         assert s.scalar(select(func.count()).select_from(Evidence)) == 0
         assert s.scalar(select(func.count()).select_from(CaseAction)) == 0

@@ -102,7 +102,7 @@ def nav_links(client: TestClient) -> set[str]:
 
 # ---- people and cases ----
 def set_role(app, email: str, role: str) -> None:
-    with app.state.db.transaction() as s:
+    with app.state.services.db.transaction() as s:
         s.scalars(select(User).where(User.email == email)).one().role = role
 
 
@@ -125,17 +125,17 @@ def admin(app, new_client) -> TestClient:
 
 
 def user_id(app, email: str) -> str:
-    with app.state.db.transaction() as s:
+    with app.state.services.db.transaction() as s:
         return s.scalars(select(User.id).where(User.email == email)).one()
 
 
 def hash_match_case(app, settings, email: str) -> str:
     """What checks.py records for a matching upload: a case with preserved, quarantined evidence, and a suspension."""
     match = SimpleNamespace(bank_id="b1", bank_name="ncmec-pdq", hash_type="pdq", distance=12, matched_value=PDQ)
-    with app.state.db.transaction() as s:
+    with app.state.services.db.transaction() as s:
         case = case_service.record_hash_match(
             s, user_id=user_id(app, email), source="upload", match=match, settings=settings,
-            quarantine=app.state.safety.quarantine, data=EVIDENCE_BYTES, subject_type="asset_upload",
+            quarantine=app.state.services.safety.quarantine, data=EVIDENCE_BYTES, subject_type="asset_upload",
             subject_id=None, ip_address="203.0.113.7", filename="beach.png", content_type="image/png", pdq=PDQ)
         return case.id
 
@@ -144,7 +144,7 @@ def own_output(app, email: str) -> str:
     """A finished generation with one output, written directly (the pages don't need a real image)."""
     uid = user_id(app, email)
     gen_id, output_id = new_id(), new_id()
-    with app.state.db.transaction() as s:
+    with app.state.services.db.transaction() as s:
         s.add(Generation(id=gen_id, user_id=uid, workflow="txt2img", workflow_version=1, pipeline="txt2img",
                          params={"prompt": "a red lighthouse", "negative_prompt": "fog"}, checkpoint="imagen-tiny",
                          checkpoint_sha256="0" * 64, models=[], consent_model_improvement=False, status="succeeded"))
@@ -225,7 +225,7 @@ def test_queue_lists_cases_filters_them_and_names_erased_accounts(app, settings,
     assert case_row(page(moderator, "/admin/cases?status=bogus"), matched) is not None  # unknown: open
 
     # The case outlives the account (legal hold): the queue says the account is gone.
-    erase_user(app.state.db, app.state.blobs, app.state.executor, user_id(app, "eve@example.com"), settings=settings)
+    erase_user(app.state.services.db, app.state.services.blobs, app.state.services.executor, user_id(app, "eve@example.com"), settings=settings)
     assert cell(case_row(page(moderator, "/admin/cases"), matched), "account") == "eve@example.com (erased)"
 
 
@@ -322,7 +322,7 @@ def test_queue_pages_through_every_case_newest_first(app, settings, moderator, n
     from imagen.safety import pages
 
     person(new_client, app, "eve@example.com")
-    with app.state.db.transaction() as s:
+    with app.state.services.db.transaction() as s:
         opened = [case_service.open_case(s, kind="user_report", user_id=user_id(app, "eve@example.com"),
                                          settings=settings, summary=f"report {i}").id for i in range(5)]
     # The API: keyset pages of two, no case twice, none left out.

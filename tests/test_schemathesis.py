@@ -46,7 +46,7 @@ def fuzz_app(settings: Settings, runtime: Runtime) -> FastAPI:
 def admin_key(fuzz_app: FastAPI) -> Iterator[str]:
     with TestClient(fuzz_app, base_url="https://testserver") as client:
         signup(client, "root@example.com")
-        with fuzz_app.state.db.transaction() as s:
+        with fuzz_app.state.services.db.transaction() as s:
             s.execute(update(User).where(User.email == "root@example.com").values(role="admin"))
         r = client.post("/api/v1/api-keys", json={"name": "fuzz"})
         assert r.status_code == 201, r.text

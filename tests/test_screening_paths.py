@@ -25,9 +25,7 @@ from imagen.safety.banks import hash_bank_service
 from imagen.safety.checks import (
     NEUTRAL_UPLOAD,
     Blocked,
-    context_for,
-    context_for_db,
-    install,
+    build_safety,
     screen_model_file,
     screen_outputs,
     screen_prompt,
@@ -53,7 +51,7 @@ class Gen:
 
 @pytest.fixture
 def ctx(db, settings, tmp_path):
-    context = install(db, LocalBlobStore(tmp_path / "blobs"), settings)
+    context = build_safety(db, LocalBlobStore(tmp_path / "blobs"), settings)
     context.matcher.reload_seconds = 0
     return context
 
@@ -78,36 +76,23 @@ def bank(db: Database, hash_type: str, data: bytes) -> None:
         hash_bank_service.import_lines(s, name=f"{hash_type}-bank", hash_type=hash_type, lines=[digest.hexdigest()])
 
 
-def refused_upload(db: Database, **kwargs) -> Blocked:
+def refused_upload(ctx, db: Database, **kwargs) -> Blocked:
     """Screen in a request-like transaction (it has read the account), which the refusal rolls back."""
     with pytest.raises(Blocked) as refused, db.transaction() as s:
         s.get(User, kwargs["user_id"])
-        screen_reference_image(s, **kwargs)
+        screen_reference_image(ctx, s, **kwargs)
     return refused.value
-
-
-def test_the_context_belongs_to_its_database(db, ctx, database_url, tmp_path):
-    with db.transaction() as s:
-        assert context_for(s) is ctx
-    assert context_for_db(db) is ctx
-    other = Database(f"sqlite:///{tmp_path / 'other.db'}")
-    try:
-        assert context_for_db(other) is None
-        with other.transaction() as s:
-            assert context_for(s) is None
-    finally:
-        other.dispose()
 
 
 def test_clean_files_pass_unchanged(db, ctx):
     uid = add_user(db)
     original, png = png_of((10, 20, 30), "BMP"), png_of((10, 20, 30))
     with db.transaction() as s:
-        assert screen_reference_image(s, user_id=uid, original=original, png=png, filename="a.bmp") == png
-        assert screen_model_file(s, user_id=uid, sha256="0" * 64, path=None, filename="m.safetensors") is None
-        assert screen_prompt(s, user_id=uid, prompt="a lighthouse at dawn", negative_prompt="") is None
+        assert screen_reference_image(ctx, s, user_id=uid, original=original, png=png, filename="a.bmp") == png
+        assert screen_model_file(ctx, s, user_id=uid, sha256="0" * 64, path=None, filename="m.safetensors") is None
+        assert screen_prompt(ctx, s, user_id=uid, prompt="a lighthouse at dawn", negative_prompt="") is None
         images = [Image_(png, 1)]
-        assert screen_outputs(s, gen=Gen("g" * 32, uid, None, {}), images=images) == images
+        assert screen_outputs(ctx, s, gen=Gen("g" * 32, uid, None, {}), images=images) == images
 
 
 @pytest.mark.parametrize("hash_type", ["sha256", "md5"])
@@ -117,7 +102,7 @@ def test_a_match_on_the_bytes_as_received_is_quarantined_recorded_and_suspends(d
     bank(db, hash_type, original)
     token = REQUEST_IP.set("203.0.113.7")
     try:
-        refused = refused_upload(db, user_id=uid, original=original, png=png, filename="x" * 400 + ".bmp")
+        refused = refused_upload(ctx, db, user_id=uid, original=original, png=png, filename="x" * 400 + ".bmp")
     finally:
         REQUEST_IP.reset(token)
     assert (refused.status_code, refused.detail) == (422, NEUTRAL_UPLOAD) == (422, "This file cannot be accepted.")
@@ -138,7 +123,7 @@ def test_the_reencoded_image_is_checked_too_and_only_when_it_differs(db, ctx, mo
     uid = add_user(db)
     original, png = png_of((0, 200, 0), "BMP"), png_of((0, 200, 0))
     bank(db, "sha256", png)
-    refused_upload(db, user_id=uid, original=original, png=png, filename="b.bmp")
+    refused_upload(ctx, db, user_id=uid, original=original, png=png, filename="b.bmp")
     with db.transaction() as s:
         (evidence,) = s.scalars(select(Evidence)).all()
         assert ctx.quarantine.get(evidence.quarantine_blob_key) == original
@@ -147,7 +132,7 @@ def test_the_reencoded_image_is_checked_too_and_only_when_it_differs(db, ctx, mo
     monkeypatch.setattr(ctx.matcher, "match_image", lambda data: seen.append(data) or real(data))
     clean = png_of((1, 2, 3))
     with db.transaction() as s:
-        screen_reference_image(s, user_id=uid, original=clean, png=clean, filename="c.png")
+        screen_reference_image(ctx, s, user_id=uid, original=clean, png=clean, filename="c.png")
     assert seen == [clean]  # the same bytes are not matched twice
 
 
@@ -159,7 +144,7 @@ def test_a_model_file_match_blocks_and_the_operators_own_is_not_suspended(db, ct
     sha = hashlib.sha256(b"weights").hexdigest()
     with pytest.raises(Blocked), db.transaction() as s:
         s.get(User, uid)  # the request's own work, which the refusal rolls back
-        screen_model_file(s, user_id=uid, sha256=sha, path=weights, filename="m" * 400, suspend=False)
+        screen_model_file(ctx, s, user_id=uid, sha256=sha, path=weights, filename="m" * 400, suspend=False)
     with db.transaction() as s:
         (case,) = s.scalars(select(SafetyCase)).all()
         (evidence,) = s.scalars(select(Evidence)).all()
@@ -168,7 +153,7 @@ def test_a_model_file_match_blocks_and_the_operators_own_is_not_suspended(db, ct
         assert s.get(User, uid).suspended_at is None
     with pytest.raises(Blocked), db.transaction() as s:
         s.get(User, uid)
-        screen_model_file(s, user_id=uid, sha256=sha, path=weights, filename="m")
+        screen_model_file(ctx, s, user_id=uid, sha256=sha, path=weights, filename="m")
     with db.transaction() as s:
         assert s.get(User, uid).suspended_at is not None
 
@@ -177,7 +162,7 @@ def test_a_refused_prompt_names_its_field_and_category_and_is_kept(db, ctx):
     uid = add_user(db)
     with pytest.raises(Unprocessable) as refused, db.transaction() as s:
         s.get(User, uid)
-        screen_prompt(s, user_id=uid, prompt="nude child", negative_prompt="blurry")
+        screen_prompt(ctx, s, user_id=uid, prompt="nude child", negative_prompt="blurry")
     (problem,) = refused.value.detail
     with db.transaction() as s:
         (record,) = s.scalars(select(PromptRefusalRecord)).all()
@@ -196,13 +181,13 @@ def test_a_refusal_message_without_its_category_gets_it_added(db, ctx, monkeypat
         def check(self, prompt, negative_prompt):
             return refusal
 
-    monkeypatch.setattr(prompt_rules, "prompt_rules", lambda settings: Rules())
+    monkeypatch.setattr(checks, "prompt_rules", lambda settings: Rules())
     with pytest.raises(Unprocessable) as refused, db.transaction() as s:
-        screen_prompt(s, user_id=uid, prompt="x", negative_prompt="")
+        screen_prompt(ctx, s, user_id=uid, prompt="x", negative_prompt="")
     assert refused.value.detail[0]["msg"] == "Not allowed (category: Weapons)"
     refusal = dataclasses.replace(refusal, message="Weapons are not allowed")
     with pytest.raises(Unprocessable) as refused, db.transaction() as s:
-        screen_prompt(s, user_id=uid, prompt="x", negative_prompt="")
+        screen_prompt(ctx, s, user_id=uid, prompt="x", negative_prompt="")
     assert refused.value.detail[0]["msg"] == "Weapons are not allowed"
 
 
@@ -214,7 +199,7 @@ def test_a_matching_output_is_not_stored_and_its_case_is_in_the_workers_transact
 
     gen = Gen("g" * 32, uid, utcnow(), {"prompt": "p", "negative_prompt": "n"})
     with db.transaction() as s:
-        assert screen_outputs(s, gen=gen, images=[Image_(fine, 1), Image_(bad, 7)]) is None
+        assert screen_outputs(ctx, s, gen=gen, images=[Image_(fine, 1), Image_(bad, 7)]) is None
     with db.transaction() as s:
         (case,) = s.scalars(select(SafetyCase)).all()
         (evidence,) = s.scalars(select(Evidence)).all()
@@ -230,19 +215,19 @@ def test_the_nsfw_policy_blurs_or_blocks_what_is_stored(db, ctx, monkeypatch):
     png = png_of((50, 60, 70))
     blurred = png_of((55, 55, 55))
     decisions = {"image": blurred}
-    monkeypatch.setattr(checks, "_nsfw", lambda data, settings: decisions["image"])
+    monkeypatch.setattr(checks, "_nsfw", lambda data, safety: decisions["image"])
     with db.transaction() as s:
-        assert screen_reference_image(s, user_id=uid, original=png, png=png, filename="a.png") == blurred
-        (kept,) = screen_outputs(s, gen=Gen("g" * 32, uid, None, {}), images=[Image_(png, 3)])
+        assert screen_reference_image(ctx, s, user_id=uid, original=png, png=png, filename="a.png") == blurred
+        (kept,) = screen_outputs(ctx, s, gen=Gen("g" * 32, uid, None, {}), images=[Image_(png, 3)])
         assert (kept.png, kept.seed) == (blurred, 3)
         decisions["image"] = png
-        (same,) = screen_outputs(s, gen=Gen("g" * 32, uid, None, {}), images=[original := Image_(png, 3)])
+        (same,) = screen_outputs(ctx, s, gen=Gen("g" * 32, uid, None, {}), images=[original := Image_(png, 3)])
         assert same is original
     decisions["image"] = None
     with pytest.raises(Blocked), db.transaction() as s:
-        screen_reference_image(s, user_id=uid, original=png, png=png, filename="a.png")
+        screen_reference_image(ctx, s, user_id=uid, original=png, png=png, filename="a.png")
     with db.transaction() as s:
-        assert screen_outputs(s, gen=Gen("g" * 32, uid, None, {}), images=[Image_(png, 3)]) is None
+        assert screen_outputs(ctx, s, gen=Gen("g" * 32, uid, None, {}), images=[Image_(png, 3)]) is None
         assert s.scalars(select(SafetyCase)).all() == []  # the NSFW policy opens no case
 
 
@@ -284,7 +269,7 @@ def test_one_encrypted_copy_named_by_its_evidence_and_the_pdq_value_kept(db, ctx
     uid = add_user(db)
     image = photo()
     value = pdq_bank(db, image)
-    refused_upload(db, user_id=uid, original=image, png=image, filename="p.png")
+    refused_upload(ctx, db, user_id=uid, original=image, png=image, filename="p.png")
     with db.transaction() as s:
         (evidence,) = s.scalars(select(Evidence)).all()
         assert evidence.quarantine_blob_key == quarantine_key(evidence.id) and evidence.pdq == value
@@ -308,7 +293,7 @@ def test_an_output_case_names_the_account_its_pdq_and_the_login_it_came_from(db,
     value = pdq_bank(db, image)
     gen = Gen("g" * 32, uid, submitted, {"prompt": "p"})
     with db.transaction() as s:
-        assert screen_outputs(s, gen=gen, images=[Image_(image, 1)]) is None
+        assert screen_outputs(ctx, s, gen=gen, images=[Image_(image, 1)]) is None
     with db.transaction() as s:
         (case,) = s.scalars(select(SafetyCase)).all()
         (evidence,) = s.scalars(select(Evidence)).all()
@@ -320,29 +305,22 @@ def test_exact_matches_record_no_pdq_and_model_files_their_type(db, ctx, tmp_pat
     uid = add_user(db)
     png = png_of((3, 3, 3))
     bank(db, "sha256", png)
-    refused_upload(db, user_id=uid, original=png, png=png, filename="a.png")
+    refused_upload(ctx, db, user_id=uid, original=png, png=png, filename="a.png")
     with db.transaction() as s:  # an output's case is written in the worker's own transaction
-        assert screen_outputs(s, gen=Gen("g" * 32, uid, None, {}), images=[Image_(png, 1)]) is None
+        assert screen_outputs(ctx, s, gen=Gen("g" * 32, uid, None, {}), images=[Image_(png, 1)]) is None
     weights = tmp_path / "w.safetensors"
     weights.write_bytes(png)
     with pytest.raises(Blocked), db.transaction() as s:
         s.get(User, uid)
-        screen_model_file(s, user_id=uid, sha256=hashlib.sha256(png).hexdigest(), path=weights, filename="w")
+        screen_model_file(ctx, s, user_id=uid, sha256=hashlib.sha256(png).hexdigest(), path=weights, filename="w")
     with db.transaction() as s:
         evidence = s.scalars(select(Evidence)).all()
         assert [e.pdq for e in evidence] == [None] * len(evidence) and len(evidence) == 3
         assert {e.source: e.content_type for e in evidence}["model_upload"] == "application/octet-stream"
 
 
-def test_a_session_bound_to_a_connection_finds_the_context(db, ctx):
-    from sqlalchemy.orm import Session
-
-    with db.engine.connect() as conn, Session(bind=conn) as s:
-        assert context_for(s) is ctx
-
-
 def configured(db, tmp_path, settings, **values):
-    context = install(db, LocalBlobStore(tmp_path / "blobs2"), settings.model_copy(update=values))
+    context = build_safety(db, LocalBlobStore(tmp_path / "blobs2"), settings.model_copy(update=values))
     context.matcher.reload_seconds = 0
     return context
 
@@ -360,30 +338,17 @@ def test_the_operators_nsfw_policy_is_the_one_applied(db, settings, tmp_path, mo
     monkeypatch.setattr(nsfw.NsfwClassifier, "classify", classify)
     uid = add_user(db)
     png = photo(size=32)  # not one flat colour, which a blur would leave as it is
-    configured(db, tmp_path, settings, nsfw_policy=f'{{"{label}": "blur"}}', nsfw_blur_mode="image")
+    ctx = configured(db, tmp_path, settings, nsfw_policy=f'{{"{label}": "blur"}}', nsfw_blur_mode="image")
     with db.transaction() as s:
-        blurred = screen_reference_image(s, user_id=uid, original=png, png=png, filename="a.png")
-        (kept,) = screen_outputs(s, gen=Gen("g" * 32, uid, None, {}), images=[Image_(png, 5)])
+        blurred = screen_reference_image(ctx, s, user_id=uid, original=png, png=png, filename="a.png")
+        (kept,) = screen_outputs(ctx, s, gen=Gen("g" * 32, uid, None, {}), images=[Image_(png, 5)])
     assert seen == [png, png] and blurred != png and kept.png == blurred
     assert Image.open(io.BytesIO(blurred)).size == (32, 32)
-    configured(db, tmp_path, settings, nsfw_policy=f'{{"{label}": "block"}}')
+    ctx = configured(db, tmp_path, settings, nsfw_policy=f'{{"{label}": "block"}}')
     with pytest.raises(Blocked), db.transaction() as s:
-        screen_reference_image(s, user_id=uid, original=png, png=png, filename="a.png")
+        screen_reference_image(ctx, s, user_id=uid, original=png, png=png, filename="a.png")
     with db.transaction() as s:
-        assert screen_outputs(s, gen=Gen("g" * 32, uid, None, {}), images=[Image_(png, 5)]) is None
-
-
-def test_without_an_app_the_checks_still_run(tmp_path):
-    other = Database(f"sqlite:///{tmp_path / 'bare.db'}")
-    try:
-        png = png_of((1, 1, 1))
-        with other.transaction() as s:  # no context: no banks, the environment's (empty) NSFW policy
-            assert screen_reference_image(s, user_id="u", original=png, png=png, filename="a.png") == png
-            assert screen_prompt(s, user_id="u", prompt="a lighthouse", negative_prompt="") is None
-            images = [Image_(png, 1)]
-            assert screen_outputs(s, gen=Gen("g" * 32, "u", None, {}), images=images) == images
-    finally:
-        other.dispose()
+        assert screen_outputs(ctx, s, gen=Gen("g" * 32, uid, None, {}), images=[Image_(png, 5)]) is None
 
 
 def test_the_operators_prompt_rules_apply_to_negative_prompts_when_they_say_so(db, settings, tmp_path):
@@ -393,9 +358,9 @@ def test_the_operators_prompt_rules_apply_to_negative_prompts_when_they_say_so(d
     rules.write_text(json.dumps({"rules": [{"id": "no-zebras", "category": "zebras",
                                             "applies_to": ["negative_prompt"], "any_of": ["zebra"]}]}))
     uid = add_user(db)
-    configured(db, tmp_path, settings, prompt_rules_file=rules)
+    ctx = configured(db, tmp_path, settings, prompt_rules_file=rules)
     with pytest.raises(Unprocessable) as refused, db.transaction() as s:
         s.get(User, uid)
-        screen_prompt(s, user_id=uid, prompt="a field", negative_prompt="a zebra")
+        screen_prompt(ctx, s, user_id=uid, prompt="a field", negative_prompt="a zebra")
     assert refused.value.detail[0]["loc"] == ["body", "params", "negative_prompt"]
     assert "zebras" in refused.value.detail[0]["msg"]

@@ -50,7 +50,7 @@ def problems_of(data: Any) -> list[dict[str, Any]]:
 
 def make_admin(client: TestClient, email: str = "root@example.com") -> TestClient:
     signup(client, email)
-    with client.app.state.db.transaction() as s:
+    with client.app.state.services.db.transaction() as s:
         s.execute(update(User).where(User.email == email).values(role="admin"))
     return client
 
@@ -303,7 +303,7 @@ def test_apply_merges_the_request_over_the_preset(client, new_client):
         "steps": 8, "negative_prompt": "blurry", "scheduler": "lcm"}}).json()
     stranger = new_client()
     stranger_id = signup(stranger, "eve@example.com")["account"]["id"]
-    with client.app.state.db.transaction() as s:
+    with client.app.state.services.db.transaction() as s:
         user = s.get(User, owner)
         merged = preset_service.apply(s, user=user, preset_id=preset["id"], workflow_name="txt2img",
                                       params={"prompt": "a fox", "steps": 12})

@@ -4,6 +4,7 @@ from fastapi import APIRouter, Request, Response, status
 from fastapi.responses import JSONResponse
 from sqlalchemy.orm import Session
 
+from imagen.accounts.http import ClientDep, CurrentUser, PrincipalDep
 from imagen.accounts.models import User
 from imagen.accounts.schemas import (
     AccountOut,
@@ -18,15 +19,7 @@ from imagen.accounts.service import NewSession, account_service
 from imagen.consent.cookies import cookie_choice
 from imagen.consent.service import consent_service, parse_defaults
 from imagen.kit.config import Settings
-from imagen.kit.http import (
-    CSRF_COOKIE,
-    SESSION_COOKIE,
-    ClientDep,
-    CurrentUser,
-    PrincipalDep,
-    SessionDep,
-    SettingsDep,
-)
+from imagen.kit.http import CSRF_COOKIE, SESSION_COOKIE, SessionDep, SettingsDep
 
 router = APIRouter(prefix="/api/v1", tags=["accounts"])
 

@@ -25,24 +25,12 @@ COPY_CHUNK = 8 << 20
 
 
 @contextmanager
-def _open() -> Iterator[tuple[Any, Any, Any]]:
-    from imagen.kit import migrate
-    from imagen.kit.config import get_settings
-    from imagen.kit.db import Database
-    from imagen.storage import make_blob_store
+def _open() -> Iterator[tuple[Any, Any, Any, Any]]:
+    """(settings, db, blobs, safety): the same hash banks the upload API checks."""
+    from imagen.kit.cli_database import cli_services
 
-    settings = get_settings()
-    settings.ensure_data_dir()
-    migrate.upgrade(settings.resolved_database_url)
-    db = Database(settings.resolved_database_url)
-    blobs = make_blob_store(settings)
-    from imagen.safety import checks
-
-    checks.install(db, blobs, settings)  # the same hash banks the upload API checks
-    try:
-        yield settings, db, blobs
-    finally:
-        db.dispose()
+    with cli_services() as services:
+        yield services.settings, services.db, services.blobs, services.safety
 
 
 def _fail(message: str) -> typer.Exit:
@@ -99,7 +87,7 @@ def add(
         raise _fail(exc.message) from None
     except ModelFileRejected as exc:
         raise _fail(exc.reason) from None
-    with _open() as (settings, db, blobs):
+    with _open() as (settings, db, blobs, safety):
         limits = UploadLimits.from_settings(settings)
         if ignore_quota:
             limits = UploadLimits(limits.model_bytes, limits.image_bytes, None)
@@ -118,7 +106,8 @@ def add(
             with db.transaction() as session:
                 user = session.get(type(user), owner_id)
                 asset, created = asset_service.add_file(session, user=user, staged=staged, kind=kind, blobs=blobs,
-                                                        limits=limits, public=public, operator=True)
+                                                        limits=limits, safety=safety, public=public,
+                                                        operator=True)
         except ServiceError as exc:
             raise _fail(exc.message) from None
         finally:
@@ -135,7 +124,7 @@ def list_models(owner: Annotated[str | None, typer.Option(help="Only this accoun
     from imagen.assets.models import MODEL_KINDS
     from imagen.assets.service import asset_service, human_bytes
 
-    with _open() as (_settings, db, _blobs), db.transaction() as session:
+    with _open() as (_settings, db, _blobs, _safety), db.transaction() as session:
         user_id = None
         if owner is not None:
             user = account_service.get_by_email(session, owner)
@@ -159,7 +148,7 @@ def remove(asset_id: str) -> None:
     from imagen.assets.service import asset_service
     from imagen.kit.errors import NotFound
 
-    with _open() as (_settings, db, blobs):
+    with _open() as (_settings, db, blobs, _safety):
         try:
             with db.transaction() as session:
                 asset = asset_service.remove(session, asset_id=asset_id, blobs=blobs)

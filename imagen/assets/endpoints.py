@@ -7,13 +7,14 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 from sqlalchemy.orm import Session
 
+from imagen.accounts.http import AdminUser, CurrentUser
 from imagen.accounts.models import User
 from imagen.assets.models import ASSET_KINDS, Asset
 from imagen.assets.schemas import UPLOAD_OPENAPI, AssetOut
 from imagen.assets.service import UploadLimits, asset_service
 from imagen.assets.uploads import receive_upload
 from imagen.kit.errors import NotFound, field_error
-from imagen.kit.http import AdminUser, CurrentUser, SessionDep, SettingsDep
+from imagen.kit.http import SessionDep, SettingsDep
 from imagen.kit.limits import body_limit
 from imagen.storage import BlobNotFound
 
@@ -42,7 +43,7 @@ def _release_connection(session: Session) -> None:
 async def upload_asset(request: Request, response: Response, user: CurrentUser, session: SessionDep,
                        settings: SettingsDep) -> AssetOut:
     """Upload a checkpoint or LoRA (.safetensors) or a reference image (PNG/JPEG/WebP), streamed to disk."""
-    blobs, limits = request.app.state.blobs, UploadLimits.from_settings(settings)
+    blobs, limits = request.app.state.services.blobs, UploadLimits.from_settings(settings)
     # The body may take long: wait for it with nothing open in the database and out of the request's slot, so slow
     # uploads cannot hold every slot and stall everyone else (kit/capacity.py); back in, in turn, to store it.
     await run_in_threadpool(_release_connection, session)
@@ -52,7 +53,8 @@ async def upload_asset(request: Request, response: Response, user: CurrentUser, 
     await request.state.db_slot.step_in()
     asset, created = await run_in_threadpool(
         lambda: asset_service.add_file(session, user=user, staged=upload.staged, kind=upload.kind, blobs=blobs,
-                                       limits=limits, public=upload.public))
+                                       limits=limits, safety=request.app.state.services.safety,
+                                       public=upload.public))
     if not created:
         response.status_code = status.HTTP_200_OK
     return asset_out(asset, user)
@@ -77,7 +79,7 @@ def get_asset_content(asset_id: str, user: CurrentUser, session: SessionDep, req
     """The stored file (owner only: a published asset is usable by everyone but downloadable by its owner)."""
     asset = asset_service.get_owned(session, user=user, asset_id=asset_id)
     try:
-        chunks = request.app.state.blobs.open_stream(asset.blob_key)
+        chunks = request.app.state.services.blobs.open_stream(asset.blob_key)
     except BlobNotFound:
         raise NotFound("Asset not found") from None
     ascii_name = asset.filename.encode("ascii", "replace").decode().replace('"', "_").replace("?", "_")
@@ -89,7 +91,7 @@ def get_asset_content(asset_id: str, user: CurrentUser, session: SessionDep, req
 
 @router.delete("/assets/{asset_id}", status_code=status.HTTP_204_NO_CONTENT)
 def delete_asset(asset_id: str, user: CurrentUser, session: SessionDep, request: Request) -> None:
-    asset_service.delete(session, user=user, asset_id=asset_id, blobs=request.app.state.blobs)
+    asset_service.delete(session, user=user, asset_id=asset_id, blobs=request.app.state.services.blobs)
 
 
 @router.post("/assets/{asset_id}/publish", response_model=AssetOut)

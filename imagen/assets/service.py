@@ -34,6 +34,8 @@ from imagen.kit.errors import (
 )
 from imagen.kit.locks import lock_row
 from imagen.kit.scoped import get_owned, owned
+from imagen.safety import checks
+from imagen.safety.checks import Safety
 from imagen.storage import BlobStore
 
 MODEL_SUFFIX = ".safetensors"
@@ -148,7 +150,7 @@ class AssetService:
     # ---- adding ----
     def add_file(
         self, session: Session, *, user: User, staged: StagedFile, kind: str | None, blobs: BlobStore,
-        limits: UploadLimits, public: bool = False, operator: bool = False,
+        limits: UploadLimits, safety: Safety, public: bool = False, operator: bool = False,
     ) -> tuple[Asset, bool]:
         """Check and store one file; returns (asset, created). A file the user already has returns that asset.
 
@@ -157,12 +159,12 @@ class AssetService:
         """
         try:
             return self._add(session, user=user, staged=staged, kind=kind, blobs=blobs, limits=limits,
-                             public=public, operator=operator)
+                             safety=safety, public=public, operator=operator)
         finally:
             staged.path.unlink(missing_ok=True)
 
     def _add(self, session: Session, *, user: User, staged: StagedFile, kind: str | None, blobs: BlobStore,
-             limits: UploadLimits, public: bool, operator: bool) -> tuple[Asset, bool]:
+             limits: UploadLimits, safety: Safety, public: bool, operator: bool) -> tuple[Asset, bool]:
         if kind is not None and kind not in ASSET_KINDS:
             raise field_error("kind", f"must be one of {', '.join(ASSET_KINDS)}")
         if public and not (operator or user.is_admin):
@@ -178,7 +180,7 @@ class AssetService:
 
         checked = (self._check_image(staged, name) if kind == "reference_image"
                    else self._check_model(staged, name, kind))
-        self._screen(session, user=user, staged=staged, checked=checked, operator=operator)
+        self._screen(safety, session, user=user, staged=staged, checked=checked, operator=operator)
         limit, why = limits.per_file(checked.kind)
         if kind is None and staged.size > limit:
             raise PayloadTooLarge(f"The file is {human_bytes(staged.size)}, more than {why}.")
@@ -228,16 +230,14 @@ class AssetService:
             filename=str(PurePath(name).with_suffix(".png")), content_type="image/png",
             width=image.width, height=image.height, png=image.png)
 
-    def _screen(self, session: Session, *, user: User, staged: StagedFile, checked: _Checked,
+    def _screen(self, safety: Safety, session: Session, *, user: User, staged: StagedFile, checked: _Checked,
                 operator: bool) -> None:
         """Trust and safety (imagen/safety/checks.py): hash banks, NSFW policy; raises a neutral 422."""
-        from imagen.safety import checks
-
         if checked.png is None:
-            checks.screen_model_file(session, user_id=user.id, sha256=checked.sha256, path=staged.path,
+            checks.screen_model_file(safety, session, user_id=user.id, sha256=checked.sha256, path=staged.path,
                                      filename=staged.filename, suspend=not operator)
             return
-        png = checks.screen_reference_image(session, user_id=user.id, original=staged.path.read_bytes(),
+        png = checks.screen_reference_image(safety, session, user_id=user.id, original=staged.path.read_bytes(),
                                             png=checked.png, filename=staged.filename)
         if png is not checked.png:  # blurred by the NSFW policy: that is what is stored
             checked.png, checked.sha256, checked.size = png, hashlib.sha256(png).hexdigest(), len(png)

@@ -241,7 +241,7 @@ async def receive_upload(request: Request, *, user: User, limits: UploadLimits, 
     if content_type != b"multipart/form-data" or not boundary:
         raise UnsupportedMediaType("Send the upload as multipart/form-data with the fields kind and file")
     async with request.app.state.gate.slot():  # a short read in turn (the upload's own slot is stepped out)
-        used = await run_in_threadpool(_used_bytes, request.app.state.db, user.id)
+        used = await run_in_threadpool(_used_bytes, request.app.state.services.db, user.id)
     most, why = limits.allowed(None, used)
     if most <= 0:
         raise PayloadTooLarge(f"No upload fits: {why}.")

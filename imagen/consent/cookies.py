@@ -18,8 +18,8 @@ from imagen.consent.service import consent_service, parse_defaults
 from imagen.kit.config import Settings
 
 if TYPE_CHECKING:
+    from imagen.accounts.http import Principal
     from imagen.accounts.models import User
-    from imagen.kit.http import Principal
 
 CONSENT_COOKIE = "imagen_cookie_consent"
 ACCEPTED, DECLINED = "accepted", "declined"
@@ -111,5 +111,5 @@ def analytics_allowed(request: Request, principal: Principal | None, session: Se
     session = session or getattr(request.state, "db_session", None)
     if session is not None:
         return analytics_state(session, request, user).allowed
-    with request.app.state.db.transaction() as own:
+    with request.app.state.services.db.transaction() as own:
         return analytics_state(own, request, own.get(type(user), user.id)).allowed

@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request, Response, status
 from sqlalchemy.orm import Session
 
+from imagen.accounts.http import AdminUser, OptionalPrincipalDep, PrincipalDep
 from imagen.accounts.models import User
 from imagen.consent.cookies import (
     ACCEPTED,
@@ -30,7 +31,7 @@ from imagen.consent.schemas import (
 from imagen.consent.service import consent_service, explicit_opt_in, parse_defaults
 from imagen.kit.db import utcnow
 from imagen.kit.errors import field_error
-from imagen.kit.http import AdminUser, OptionalPrincipalDep, PrincipalDep, SessionDep, SettingsDep
+from imagen.kit.http import SessionDep, SettingsDep
 from imagen.privacy.policy import render_policy
 
 router = APIRouter(prefix="/api/v1", tags=["consent"])

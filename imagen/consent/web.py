@@ -13,8 +13,8 @@ from imagen.consent.cookies import analytics_state, cookie_registry
 from imagen.consent.service import consent_service, explicit_opt_in, parse_defaults
 
 if TYPE_CHECKING:
+    from imagen.accounts.http import Principal
     from imagen.accounts.models import User
-    from imagen.kit.http import Principal
 
 
 def page_context(request: Request, principal: Principal | None) -> dict[str, Any]:
@@ -25,7 +25,7 @@ def page_context(request: Request, principal: Principal | None) -> dict[str, Any
     # The page's own transaction (a second one could wait on the first's write lock with SQLite).
     session: Session | None = getattr(request.state, "db_session", None)
     if session is None:
-        with request.app.state.db.transaction() as own:
+        with request.app.state.services.db.transaction() as own:
             return _logged_in_context(own, request, own.get(type(principal.user), principal.user.id))
     return _logged_in_context(session, request, principal.user)
 

@@ -18,16 +18,18 @@ from imagen.generation.service import generation_service
 from imagen.generation.tasks import execute_generation
 from imagen.inference.runtime import Runtime
 from imagen.kit.db import Database, utcnow
+from imagen.safety.checks import Safety
 from imagen.storage import BlobStore
 
 log = logging.getLogger(__name__)
 
 
 class LocalExecutor:
-    def __init__(self, db: Database, runtime: Runtime, blobs: BlobStore, *, idle_poll_seconds: float = 2.0,
+    def __init__(self, db: Database, runtime: Runtime, blobs: BlobStore, *, safety: Safety,
+                 idle_poll_seconds: float = 2.0,
                  on_change: Callable[[str], None] = lambda _id: None, job_timeout_seconds: float = 0.0,
                  stale_seconds: float = 60.0):
-        self.db, self.runtime, self.blobs, self.on_change = db, runtime, blobs, on_change
+        self.db, self.runtime, self.blobs, self.on_change, self.safety = db, runtime, blobs, on_change, safety
         self.fair = FairQueue()
         self.idle_poll_seconds = idle_poll_seconds
         self.job_timeout_seconds, self.stale_seconds = job_timeout_seconds, stale_seconds
@@ -69,6 +71,10 @@ class LocalExecutor:
     def cancel(self, generation_id: str) -> None:
         self._canceled.add(generation_id)
 
+    def run_ticket(self, generation_id: str) -> None:
+        """The `generation.run` task here: the one lane drains the queue itself, so a ticket only wakes it."""
+        self.submit(generation_id)
+
     def _is_canceled(self, generation_id: str) -> bool:
         return generation_id in self._canceled or self._stopping.is_set()
 
@@ -85,7 +91,8 @@ class LocalExecutor:
                     continue
                 self.current_job = job_id
                 execute_generation(self.db, self.runtime, self.blobs, job_id, self._is_canceled, self.on_change,
-                                   timeout_seconds=self.job_timeout_seconds, unrecorded=self._remember_unrecorded)
+                                   safety=self.safety, timeout_seconds=self.job_timeout_seconds,
+                                   unrecorded=self._remember_unrecorded)
             except Exception:
                 log.exception("executor loop error")
                 time.sleep(0.5)

@@ -6,16 +6,17 @@ from typing import Annotated, TypeVar
 
 from fastapi import APIRouter, Query, Request, status
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import StreamingResponse
+from fastapi.responses import RedirectResponse, StreamingResponse
 from sqlalchemy import select
 
+from imagen.accounts.http import CurrentUser
 from imagen.generation.models import FINAL_STATUSES, Generation
 from imagen.generation.schemas import GenerationCreate, GenerationOut, GenerationPage, OutputOut
 from imagen.generation.service import generation_service
 from imagen.kit.capacity import CappedStreamingResponse
 from imagen.kit.db import run_after_commit
 from imagen.kit.errors import NotFound
-from imagen.kit.http import CurrentUser, SessionDep, SettingsDep
+from imagen.kit.http import SessionDep, SettingsDep
 from imagen.storage import BlobNotFound
 
 router = APIRouter(prefix="/api/v1", tags=["generation"])
@@ -44,11 +45,11 @@ def generation_out(gen: Generation) -> GenerationOut:
 @router.post("/generations", status_code=status.HTTP_202_ACCEPTED, response_model=GenerationOut)
 def submit_generation(data: GenerationCreate, user: CurrentUser, session: SessionDep, settings: SettingsDep,
                       request: Request) -> GenerationOut:
-    state = request.app.state
+    services = request.app.state.services
     gen = generation_service.submit(
         session, user=user, workflow_name=data.workflow, params=data.params, preset_id=data.preset,
-        checkpoints=state.runtime.checkpoints, blobs=state.blobs, max_queued=settings.max_queued_per_user,
-        enqueue=state.executor.submit, max_job_cost=settings.max_job_cost,
+        checkpoints=services.runtime.checkpoints, blobs=services.blobs, max_queued=settings.max_queued_per_user,
+        enqueue=services.executor.submit, safety=services.safety, max_job_cost=settings.max_job_cost,
         max_queued_cost=settings.max_queued_cost_per_user,
     )
     return generation_out(gen)
@@ -68,16 +69,18 @@ def get_generation(generation_id: str, user: CurrentUser, session: SessionDep) -
 
 @router.post("/generations/{generation_id}/cancel", response_model=GenerationOut)
 def cancel_generation(generation_id: str, user: CurrentUser, session: SessionDep, request: Request) -> GenerationOut:
-    gen = generation_service.cancel(session, user=user, generation_id=generation_id,
-                                    blobs=request.app.state.blobs, notify=request.app.state.executor.cancel)
-    run_after_commit(session, request.app.state.signals.notify, generation_id)  # a queued job's streams end now
+    services = request.app.state.services
+    gen = generation_service.cancel(session, user=user, generation_id=generation_id, blobs=services.blobs,
+                                    notify=services.executor.cancel)
+    run_after_commit(session, services.signals.notify, generation_id)  # a queued job's streams end now
     return generation_out(gen)
 
 
 @router.delete("/generations/{generation_id}", status_code=status.HTTP_204_NO_CONTENT)
 def delete_generation(generation_id: str, user: CurrentUser, session: SessionDep, request: Request) -> None:
-    generation_service.delete(session, user=user, generation_id=generation_id, blobs=request.app.state.blobs,
-                              notify=request.app.state.executor.cancel)
+    services = request.app.state.services
+    generation_service.delete(session, user=user, generation_id=generation_id, blobs=services.blobs,
+                              notify=services.executor.cancel)
 
 
 @router.get("/generations/{generation_id}/events")
@@ -92,7 +95,7 @@ def generation_events(generation_id: str, user: CurrentUser, session: SessionDep
     # The first event comes from this read, so a new stream does not queue for a slot twice before it says anything.
     initial = (gen.status, gen.progress), generation_out(gen) if gen.status in FINAL_STATUSES else None
     state = request.app.state
-    db, gate, user_id, signals = state.db, state.gate, user.id, state.signals
+    db, gate, user_id, signals = state.services.db, state.gate, user.id, state.services.signals
 
     def progress() -> tuple[str, float] | None:
         with db.transaction() as s:
@@ -147,15 +150,21 @@ def _sse(event: str, data: dict) -> str:
     return f"event: {event}\ndata: {json.dumps(data, default=str)}\n\n"
 
 
-@router.get("/outputs/{output_id}")
-def get_output(output_id: str, user: CurrentUser, session: SessionDep, request: Request,
-               download: bool = False) -> StreamingResponse:
+@router.get("/outputs/{output_id}", response_model=None,
+            responses={307: {"description": "Redirect to a short-lived presigned URL of the image (S3 storage)"}})
+def get_output(output_id: str, user: CurrentUser, session: SessionDep, settings: SettingsDep, request: Request,
+               download: bool = False) -> StreamingResponse | RedirectResponse:
     output = generation_service.get_output(session, user=user, output_id=output_id)
+    name = f"imagen-{output.id}.png"
+    # The owner is checked above; the URL is signed per request and expires, so no cache may keep it.
+    if settings.s3_redirect_outputs and (url := request.app.state.services.blobs.presigned_url(
+            output.blob_key, settings.s3_url_seconds, download_name=name if download else None)):
+        return RedirectResponse(url, status_code=307, headers={"Cache-Control": "private, no-store"})
     try:
-        chunks = request.app.state.blobs.open_stream(output.blob_key)
+        chunks = request.app.state.services.blobs.open_stream(output.blob_key)
     except BlobNotFound:
         raise NotFound("Output not found") from None
     headers = {"Cache-Control": "private, max-age=3600"}
     if download:
-        headers["Content-Disposition"] = f'attachment; filename="imagen-{output.id}.png"'
+        headers["Content-Disposition"] = f'attachment; filename="{name}"'
     return StreamingResponse(chunks, media_type="image/png", headers=headers)

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Response, status
 
+from imagen.accounts.http import AdminUser, CurrentUser
 from imagen.consent.schemas import MarketingConsentIn, MarketingConsentOut, MarketingStatusOut
 from imagen.generation.marketing import marketing_service
-from imagen.kit.http import AdminUser, CurrentUser, SessionDep, SettingsDep
+from imagen.kit.http import SessionDep, SettingsDep
 
 router = APIRouter(prefix="/api/v1", tags=["marketing"])
 

@@ -27,6 +27,7 @@ from imagen.kit.db import new_id, run_after_commit, run_after_rollback, utcnow
 from imagen.kit.errors import Conflict, TooManyRequests, Unprocessable, field_error
 from imagen.kit.locks import lock_row
 from imagen.kit.scoped import get_owned, owned
+from imagen.safety.checks import NEUTRAL_GENERATION, Safety, screen_outputs, screen_prompt, screen_reference_image
 from imagen.storage import BlobStore
 from imagen.workflows.library import UnknownWorkflow
 from imagen.workflows.service import preset_service, workflow_service
@@ -63,7 +64,7 @@ class GenerationService:
     def submit(
         self, session: Session, *, user: User, workflow_name: str, params: dict[str, Any], preset_id: str | None,
         checkpoints: CheckpointRegistry, blobs: BlobStore, max_queued: int, enqueue: Callable[[str], None],
-        max_job_cost: int = 0, max_queued_cost: int = 0,
+        safety: Safety, max_job_cost: int = 0, max_queued_cost: int = 0,
     ) -> Generation:
         try:
             workflow = workflow_service.get(session, workflow_name)
@@ -80,9 +81,7 @@ class GenerationService:
                 {"loc": ["body", "params", *map(str, e["loc"])], "msg": e["msg"], "type": e["type"]}
                 for e in exc.errors(include_url=False)
             ]) from None
-        from imagen.safety.checks import screen_prompt  # prompt rules: 422 naming the category
-
-        screen_prompt(session, user_id=user.id, prompt=clean.get("prompt", ""),
+        screen_prompt(safety, session, user_id=user.id, prompt=clean.get("prompt", ""),
                       negative_prompt=clean.get("negative_prompt", ""))
         models = resolve_models(session, user=user, workflow=workflow, params=clean, checkpoints=checkpoints)
         check_limits = partial(self._check_limits, session, user_id=user.id, pipeline=workflow.pipeline, params=clean,
@@ -105,9 +104,7 @@ class GenerationService:
             image = resolve_image(session, user=user, field=field, value=clean[field], blobs=blobs)
             png = image.png
             if image.received is not None:  # an inline upload: screened like an asset, on the bytes as sent
-                from imagen.safety.checks import screen_reference_image
-
-                png = screen_reference_image(session, user_id=user.id, original=image.received, png=png,
+                png = screen_reference_image(safety, session, user_id=user.id, original=image.received, png=png,
                                              filename=field)
                 # The input is transient: kept only until the job ends, referenced by hash in the record.
                 clean[field] = "sha256:" + hashlib.sha256(png).hexdigest()
@@ -183,23 +180,33 @@ class GenerationService:
         return get_owned(session, Output, output_id, user.id, what="Output")
 
     # ---- worker-facing ----
-    def claim_next(self, session: Session, *, fair: FairQueue, loaded: Collection[str] = ()) -> Generation | None:
-        """Claim the fairest queued job; `loaded` (checkpoint hashes in memory) breaks ties."""
+    def claim_next(self, session: Session, *, fair: FairQueue, loaded: Collection[str] = (),
+                   worker: str | None = None) -> Generation | None:
+        """Claim the fairest queued job; `loaded` (checkpoint hashes in memory) breaks ties. The claim's `attempt`
+        is its token: the worker's later writes name it (a requeued job's earlier worker is refused)."""
+        if fair.shared:  # a fleet: claims one at a time, before reading the queue
+            fair.lock(session)
         rows = session.execute(
             select(Generation.id, Generation.user_id, Generation.created_at, Generation.checkpoint_sha256)
             .where(Generation.status == "queued").order_by(Generation.created_at).limit(1000)
         ).all()
+        fair.load(session, {r.user_id for r in rows})
         job = fair.choose([QueuedJob(r.id, r.user_id, r.created_at, r.checkpoint_sha256) for r in rows], loaded)
         if job is None:
             return None
         claimed = session.execute(
             update(Generation).where(Generation.id == job.id, Generation.status == "queued")
-            .values(status="running", started_at=utcnow(), heartbeat_at=utcnow(), progress=0.0)
+            .values(status="running", started_at=utcnow(), heartbeat_at=utcnow(), progress=0.0,
+                    attempt=Generation.attempt + 1, claimed_by=worker, served_turn=fair.next_turn(session))
+            .execution_options(synchronize_session=False)
         ).rowcount
         if not claimed:  # another worker took it first
             return None
         fair.served(job.user_id)
-        return session.get(Generation, job.id)
+        gen = session.get(Generation, job.id)
+        if gen is not None:
+            session.refresh(gen)
+        return gen
 
     def recover_after_restart(self, session: Session, *, blobs: BlobStore) -> int:
         """Jobs that were running when the process died cannot be resumed mid-way: fail them (their transient
@@ -256,23 +263,25 @@ class GenerationService:
             ended.append(gen.id)
         return ended
 
-    def record_progress(self, session: Session, *, generation_id: str, progress: float) -> bool:
-        """Store progress; returns whether the job should stop (canceled or deleted)."""
+    def record_progress(self, session: Session, *, generation_id: str, progress: float,
+                        attempt: int | None = None) -> bool:
+        """Store progress; returns whether the job should stop (canceled, deleted, or claimed again since)."""
         gen = session.get(Generation, generation_id)
-        if gen is None or gen.cancel_requested:
+        if gen is None or gen.cancel_requested or not _holds(gen, attempt):
             return True
         gen.progress, gen.heartbeat_at = progress, utcnow()
         return False
 
     def complete(self, session: Session, *, generation_id: str, images: list[ImageResult],
-                 signals: dict[str, Any], blobs: BlobStore) -> bool | str:
-        """Store the outputs (True), or fail the job when the safety checks block them ("blocked")."""
-        gen = session.get(Generation, generation_id)
+                 signals: dict[str, Any], blobs: BlobStore, safety: Safety, attempt: int | None = None) -> bool | str:
+        """Store the outputs (True), or fail the job when the safety checks block them ("blocked"). With `attempt`,
+        only that claim may (the row locked): the first finisher wins, a zombie's outputs are never stored."""
+        gen = session.get(Generation, generation_id, with_for_update=attempt is not None)
+        if gen is not None and gen.status in ACTIVE_STATUSES and not _holds(gen, attempt):
+            return "superseded"
         if gen is None or gen.status != "running" or gen.cancel_requested:
             return False
-        from imagen.safety.checks import NEUTRAL_GENERATION, screen_outputs  # hash banks, NSFW: before storing
-
-        screened = screen_outputs(session, gen=gen, images=images)
+        screened = screen_outputs(safety, session, gen=gen, images=images)
         if screened is None:  # never stored, never served; a hash match opened a case
             gen.status, gen.error, gen.finished_at = "failed", NEUTRAL_GENERATION, utcnow()
             self._drop_transient_input(session, gen, blobs)
@@ -289,17 +298,20 @@ class GenerationService:
         return True
 
     def finish_unsuccessfully(self, session: Session, *, generation_id: str, status: str,
-                              error: str | None, blobs: BlobStore) -> None:
+                              error: str | None, blobs: BlobStore, attempt: int | None = None) -> None:
         gen = session.get(Generation, generation_id)
-        if gen is None or gen.status not in ACTIVE_STATUSES:
+        if gen is None or gen.status not in ACTIVE_STATUSES or not _holds(gen, attempt):
             return
         gen.status, gen.error, gen.finished_at = status, error, utcnow()
         self._drop_transient_input(session, gen, blobs)
 
-    def stop_running(self, session: Session, *, generation_id: str, blobs: BlobStore) -> str:
+    def stop_running(self, session: Session, *, generation_id: str, blobs: BlobStore,
+                     attempt: int | None = None) -> str:
         gen = session.get(Generation, generation_id)
         if gen is None:
             return "deleted"
+        if not _holds(gen, attempt):
+            return "superseded"
         if gen.cancel_requested:
             self.finish_unsuccessfully(session, generation_id=generation_id, status="canceled", error=None,
                                        blobs=blobs)
@@ -307,11 +319,49 @@ class GenerationService:
         gen.status, gen.progress, gen.started_at, gen.heartbeat_at = "queued", 0.0, None, None
         return "requeued"
 
+    def requeue_abandoned(self, session: Session, *, silent_since: datetime, dead_workers: Collection[str] = (),
+                          dead_silent_since: datetime | None = None, max_attempts: int,
+                          blobs: BlobStore) -> tuple[list[str], list[str]]:
+        """The fleet's watchdog: running jobs whose worker died (silent since `silent_since`, or claimed by one of
+        `dead_workers` and silent since `dead_silent_since`) go back to the queue to run again elsewhere, until they
+        have been claimed `max_attempts` times; then they fail. Returns (requeued, ended)."""
+        silent = or_(Generation.heartbeat_at < silent_since,
+                     and_(Generation.heartbeat_at.is_(None), Generation.started_at < silent_since))
+        if dead_workers and dead_silent_since is not None:
+            silent = or_(silent, and_(Generation.claimed_by.in_(list(dead_workers)),
+                                      Generation.heartbeat_at < dead_silent_since))
+        requeued, ended = [], []
+        for gen in session.scalars(select(Generation).where(Generation.status == "running", silent)
+                                   .with_for_update(skip_locked=True)):
+            if gen.cancel_requested:
+                gen.status, gen.finished_at = "canceled", utcnow()
+                self._drop_transient_input(session, gen, blobs)
+                ended.append(gen.id)
+            elif gen.attempt >= max_attempts:
+                gen.status, gen.finished_at = "failed", utcnow()
+                gen.error = f"The workers running this job stopped reporting {gen.attempt} times; submit it again"
+                self._drop_transient_input(session, gen, blobs)
+                ended.append(gen.id)
+            else:
+                gen.status, gen.progress, gen.started_at, gen.heartbeat_at = "queued", 0.0, None, None
+                gen.claimed_by = None
+                requeued.append(gen.id)
+        return requeued, ended
+
+    def has_queued(self, session: Session) -> bool:
+        return session.scalar(select(Generation.id).where(Generation.status == "queued").limit(1)) is not None
+
     def _drop_transient_input(self, session: Session, gen: Generation, blobs: BlobStore) -> None:
         for key in (gen.input_blob_key, gen.mask_blob_key):
             if key:
                 run_after_commit(session, blobs.delete, key)
         gen.input_blob_key = gen.mask_blob_key = None
+
+
+def _holds(gen: Generation, attempt: int | None) -> bool:
+    """The writer's claim is the job's current one: still running under the same attempt (None: the in-process lane,
+    which never requeues a job elsewhere)."""
+    return attempt is None or (gen.status == "running" and gen.attempt == attempt)
 
 
 generation_service = GenerationService()

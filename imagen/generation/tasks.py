@@ -12,7 +12,7 @@ import logging
 import os
 import time
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -22,6 +22,8 @@ from imagen.generation.service import generation_service
 from imagen.inference.runtime import Runtime
 from imagen.inference.spec import CheckpointMismatch, JobCanceled, JobSpec, ModelLoadError, ModelRef
 from imagen.kit.db import Database
+from imagen.kit.tasks import GPU_QUEUE, task
+from imagen.safety.checks import Safety
 from imagen.storage import BlobNotFound, BlobStore
 
 log = logging.getLogger(__name__)
@@ -67,10 +69,10 @@ def failure_reason(exc: BaseException, doing: str = "store the outputs") -> str:
     return f"Could not {doing}: the database was unavailable; submit it again"
 
 
-def load_spec(db: Database, blobs: BlobStore, generation_id: str) -> JobSpec | None:
+def load_spec(db: Database, blobs: BlobStore, generation_id: str, attempt: int | None = None) -> JobSpec | None:
     with db.transaction() as session:
         gen = session.get(Generation, generation_id)
-        if gen is None or gen.status != "running":
+        if gen is None or gen.status != "running" or (attempt is not None and gen.attempt != attempt):
             return None
         if gen.models:
             checkpoint, loras = refs_from_record(gen.models)
@@ -87,12 +89,15 @@ def execute_generation(
     db: Database, runtime: Runtime, blobs: BlobStore, generation_id: str,
     is_canceled: Callable[[str], bool] = lambda _id: False,
     changed: Callable[[str], None] = lambda _id: None,
-    *, timeout_seconds: float = 0.0, unrecorded: Unrecorded = _log_unrecorded,
+    *, safety: Safety, timeout_seconds: float = 0.0, unrecorded: Unrecorded = _log_unrecorded,
+    attempt: int | None = None,
 ) -> str:
     """Run a generation the worker has claimed; returns its final status. `changed` is told after each commit;
-    `timeout_seconds` (0: none) stops it at the next step once it has run that long."""
+    `timeout_seconds` (0: none) stops it at the next step once it has run that long. `attempt` (a fleet worker's
+    claim token) makes every write conditional on the claim still being this one ("superseded" when it is not)."""
     try:
-        return _Job(db, runtime, blobs, generation_id, is_canceled, changed, timeout_seconds, unrecorded).run()
+        return _Job(db, runtime, blobs, generation_id, is_canceled, changed, timeout_seconds, unrecorded,
+                    safety, attempt).run()
     finally:
         changed(generation_id)
 
@@ -100,8 +105,9 @@ def execute_generation(
 class _Job:
     def __init__(self, db: Database, runtime: Runtime, blobs: BlobStore, generation_id: str,
                  is_canceled: Callable[[str], bool], changed: Callable[[str], None], timeout_seconds: float,
-                 unrecorded: Unrecorded) -> None:
-        self.db, self.runtime, self.blobs, self.id = db, runtime, blobs, generation_id
+                 unrecorded: Unrecorded, safety: Safety, attempt: int | None = None) -> None:
+        self.db, self.runtime, self.blobs, self.id, self.safety = db, runtime, blobs, generation_id, safety
+        self.attempt = attempt
         self.is_canceled, self.changed, self.unrecorded = is_canceled, changed, unrecorded
         self.timeout = timeout_seconds
         self.deadline = time.monotonic() + timeout_seconds if timeout_seconds > 0 else None
@@ -110,7 +116,7 @@ class _Job:
 
     def run(self) -> str:
         try:
-            spec = load_spec(self.db, self.blobs, self.id)
+            spec = load_spec(self.db, self.blobs, self.id, self.attempt)
         except BlobNotFound:
             return self.finish("failed", "The input image is no longer available")
         except Exception as exc:  # the blob store or the database failing before anything ran
@@ -140,6 +146,8 @@ class _Job:
             done = _with_retries(self.id, "store the outputs", lambda: self._complete(result.images, result.signals))
         except _GaveUp as gave_up:
             return self.finish("failed", failure_reason(gave_up.cause))
+        if done == "superseded":  # requeued and claimed again while this worker was presumed dead
+            return "superseded"
         if done:
             return "failed" if done == "blocked" else "succeeded"
         return self.finish("canceled", None)
@@ -152,7 +160,7 @@ class _Job:
         try:
             with self.db.transaction() as session:
                 self.stop = generation_service.record_progress(
-                    session, generation_id=self.id, progress=round(step / total, 4))
+                    session, generation_id=self.id, progress=round(step / total, 4), attempt=self.attempt)
         except SQLAlchemyError as exc:  # the database is away: keep computing, the end is retried when it comes
             if not self.progress_lost:
                 log.warning("generation %s: progress not recorded: %s", self.id, str(exc).splitlines()[0])
@@ -170,22 +178,35 @@ class _Job:
     def _complete(self, images: list, signals: dict) -> bool | str:
         with self.db.transaction() as session:
             return generation_service.complete(
-                session, generation_id=self.id, images=images, signals=signals, blobs=self.blobs)
+                session, generation_id=self.id, images=images, signals=signals, blobs=self.blobs,
+                safety=self.safety, attempt=self.attempt)
 
     def _stop_running(self) -> str:
         with self.db.transaction() as session:
-            return generation_service.stop_running(session, generation_id=self.id, blobs=self.blobs)
+            return generation_service.stop_running(session, generation_id=self.id, blobs=self.blobs,
+                                                   attempt=self.attempt)
 
     def finish(self, status: str, error: str | None) -> str:
         try:
-            _with_retries(self.id, "record its end", lambda: _finish(self.db, self.blobs, self.id, status, error))
+            _with_retries(self.id, "record its end",
+                          lambda: _finish(self.db, self.blobs, self.id, status, error, self.attempt))
         except _GaveUp:
             self.unrecorded(self.id, status, error)
         return status
 
 
-def _finish(db: Database, blobs: BlobStore, generation_id: str, status: str, error: str | None) -> str:
+def _finish(db: Database, blobs: BlobStore, generation_id: str, status: str, error: str | None,
+            attempt: int | None = None) -> str:
     with db.transaction() as session:
         generation_service.finish_unsuccessfully(
-            session, generation_id=generation_id, status=status, error=error, blobs=blobs)
+            session, generation_id=generation_id, status=status, error=error, blobs=blobs, attempt=attempt)
     return status
+
+
+@task("generation.run", queue=GPU_QUEUE)
+def run_generation(services: Any, generation_id: str) -> str | None:
+    """A ticket: one per submitted (or requeued) job. The process's executor claims the fairest queued job, which
+    need not be `generation_id` (fairness and model affinity decide), and runs it; as many tickets as jobs, so every
+    job runs. Safe to run twice: a ticket that finds the queue empty does nothing, and a claim is a conditional
+    update, so no job runs twice at once. Returns the id of the job it ran, if any."""
+    return services.executor.run_ticket(generation_id)

@@ -1,33 +1,37 @@
-"""The database as CLI commands open it: settings from the environment, migrated, the policy version recorded."""
+"""The services a CLI command runs on, as the root command (imagen/cli.py) opens them for it.
+
+The root command's callback sets the opener for the invocation (`CLI_OPENER`); commands in the domains' CLI modules
+call `cli_services()` (or `migrated_database()` for just the database and settings), so they use the same
+composition root as the server without importing it (kit and the domains sit below it).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
+from contextvars import ContextVar
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from imagen.kit.config import Settings
     from imagen.kit.db import Database
 
+Opener = Callable[[], AbstractContextManager[Any]]
+CLI_OPENER: ContextVar[Opener | None] = ContextVar("imagen_cli_opener", default=None)
+
+
+@contextmanager
+def cli_services() -> Iterator[Any]:
+    """The composition root's services for this command: migrated, the policy version recorded, then disposed."""
+    opener = CLI_OPENER.get()
+    if opener is None:
+        raise RuntimeError("run this command through the `imagen` CLI (imagen/cli.py opens its services)")
+    with opener() as services:
+        yield services
+
 
 @contextmanager
 def migrated_database() -> Iterator[tuple[Database, Settings]]:
     """(db, settings) for one command; the engine is disposed afterwards."""
-    from imagen.consent.service import consent_service
-    from imagen.kit import migrate
-    from imagen.kit.config import get_settings
-    from imagen.kit.db import Database
-    from imagen.privacy.policy import render_policy
-
-    settings = get_settings()
-    settings.ensure_data_dir()
-    migrate.upgrade(settings.resolved_database_url)
-    db = Database(settings.resolved_database_url)
-    try:
-        with db.transaction() as session:
-            consent_service.ensure_policy_version(session, version=settings.policy_version,
-                                                  text=render_policy(settings, session=session))
-        yield db, settings
-    finally:
-        db.dispose()
+    with cli_services() as services:
+        yield services.db, services.settings

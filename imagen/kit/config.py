@@ -34,10 +34,16 @@ class Settings(BaseSettings):
     data_dir: Path = Path("./imagen-data")
     database_url: str | None = None
     secret_key: str | None = None
-    # "runpod" and "s3" are not built yet: they validate (so the policy and data map can be rendered for them) but a
-    # server or command refuses to start with them (`Settings.unbuilt_backends`), so nothing runs against them.
-    executor: Literal["local", "runpod"] = "local"
+    # "runpod" is not built yet: it validates (so the policy and data map can be rendered for it) but a server or
+    # command refuses to start with it (`Settings.unbuilt_backends`), so nothing runs against it.
+    executor: Literal["local", "celery", "runpod"] = "local"
     storage: Literal["local", "s3"] = "local"
+    # IMAGEN_EXECUTOR=celery (imagen/fleet/, docs/fleet.md): the broker (Redis or RabbitMQ) and the Redis that carries
+    # progress, cancels and the workers' loaded checkpoints (default: the broker when it is Redis).
+    broker_url: str = Field(default="", description="redis://... or amqp://...")
+    redis_url: str = Field(default="", description="progress, cancel and affinity; default: the Redis broker")
+    fleet_affinity: bool = Field(default=True, description="route a job to an idle worker with its checkpoint")
+    fleet_job_attempts: int = Field(default=3, ge=1, description="runs of a job whose workers died, then it fails")
     runpod_endpoint_id: str = ""  # IMAGEN_EXECUTOR=runpod: the serverless endpoint
     runpod_api_key: str | None = None
     # The serverless API (tests point it at a local worker); a job's status is polled this often; one call's limit.
@@ -46,6 +52,14 @@ class Settings(BaseSettings):
     runpod_request_timeout_seconds: float = Field(default=30.0, gt=0, description="one call to RunPod's API")
     s3_bucket: str = ""  # IMAGEN_STORAGE=s3
     s3_endpoint_url: str = Field(default="", description="S3-compatible endpoint (R2, MinIO, ...); empty: AWS S3")
+    # S3 storage (imagen/storage/s3.py); credentials come from boto3's chain (AWS_ACCESS_KEY_ID, ...), never from here.
+    s3_region: str = Field(default="", description="the bucket's region (R2: auto); empty: boto3's default")
+    s3_addressing_style: Literal["auto", "path", "virtual"] = Field(default="auto", description="MinIO: path")
+    s3_redirect_outputs: bool = Field(default=True, description="outputs answer 307 to a presigned URL")
+    s3_url_seconds: int = Field(default=300, ge=1, le=7 * 24 * 3600, description="lifetime of a presigned URL")
+    cdn_base_url: str = Field(default="", description="presigned URLs on this base (a pass-through CDN)")
+    blob_cache_dir: Path | None = None  # defaults to <data_dir>/cache/blobs: local copies of remote model files
+    blob_cache_bytes: int = Field(default=20 * 1024**3, ge=0, description="bound of the local blob cache (LRU)")
     models_dir: Path | None = None  # defaults to <data_dir>/models
 
     # Web and sessions
@@ -124,6 +138,7 @@ class Settings(BaseSettings):
     privacy_code_resend_seconds: int = Field(default=60, ge=0)
     privacy_public_requests_per_day: int = Field(default=5, ge=1, description="per email address (429 beyond)")
     mail_backend: Literal["outbox", "smtp"] = "outbox"
+    mail_retry_interval_seconds: float = Field(default=300.0, ge=0, description="resend failed mail; 0: never")
     mail_from: str | None = None  # defaults to contact_email
     smtp_host: str = "localhost"
     smtp_port: int = 587
@@ -171,14 +186,6 @@ class Settings(BaseSettings):
     nsfw_threshold: float = Field(default=0.5, ge=0.0, le=1.0, description="detector score from which a rule acts")
     nsfw_blur_mode: Literal["boxes", "image"] = Field(default="boxes", description="blur the regions or the image")
 
-    @field_validator("nsfw_policy")
-    @classmethod
-    def _valid_nsfw_policy(cls, value: str) -> str:
-        from imagen.safety.nsfw import NsfwPolicy
-
-        NsfwPolicy.from_config(value)  # NsfwPolicyError (a ValueError) names the key at fault
-        return value
-
     # Safety: cases and quarantine (imagen/safety/service.py, quarantine.py, checks.py)
     quarantine_key: str | None = Field(default=None, description="Fernet key; generated into <data>/quarantine.key")
     evidence_retention_days: int = Field(default=365, ge=0, description="legal hold of evidence (REPORT Act: 1 year)")
@@ -213,6 +220,9 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _backend_settings(self) -> Settings:
+        if self.executor == "celery" and not (self.broker_url.strip() and self.resolved_redis_url):
+            raise ValueError("IMAGEN_EXECUTOR=celery needs IMAGEN_BROKER_URL, and IMAGEN_REDIS_URL unless the broker "
+                             "is Redis")
         if self.executor == "runpod" and not (self.runpod_endpoint_id.strip() and self.runpod_api_key):
             raise ValueError("IMAGEN_EXECUTOR=runpod needs IMAGEN_RUNPOD_ENDPOINT_ID and IMAGEN_RUNPOD_API_KEY")
         if self.storage == "s3" and not self.s3_bucket.strip():
@@ -232,16 +242,20 @@ class Settings(BaseSettings):
     def unbuilt_backends(self) -> list[str]:
         """Configured backends this build does not have: a server or command must not start with them."""
         found = []
-        if self.executor != "local":
+        if self.executor not in ("local", "celery"):
             found.append(f"IMAGEN_EXECUTOR={self.executor}")
-        if self.storage != "local":
-            found.append(f"IMAGEN_STORAGE={self.storage}")
         return found
 
     @property
     def mail_delivered(self) -> bool:
         """Mail really leaves the server (SMTP); the outbox backend only records and logs it."""
         return self.mail_backend == "smtp"
+
+    @property
+    def resolved_redis_url(self) -> str:
+        if self.redis_url.strip():
+            return self.redis_url.strip()
+        return self.broker_url.strip() if self.broker_url.strip().startswith(("redis://", "rediss://")) else ""
 
     @property
     def resolved_models_dir(self) -> Path:
@@ -262,6 +276,10 @@ class Settings(BaseSettings):
     @property
     def blobs_dir(self) -> Path:
         return (self.data_dir / "blobs").resolve()
+
+    @property
+    def resolved_blob_cache_dir(self) -> Path:
+        return (self.blob_cache_dir or self.data_dir / "cache" / "blobs").resolve()
 
     def ensure_data_dir(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)

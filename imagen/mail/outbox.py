@@ -8,7 +8,8 @@ from datetime import timedelta
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from imagen.kit.db import Database, run_after_commit, utcnow
+from imagen.kit.db import Database, utcnow
+from imagen.kit.tasks import TaskQueue, enqueue_after_commit
 from imagen.mail.backends import Mailer
 from imagen.mail.models import OutboundEmail
 
@@ -18,9 +19,11 @@ MAX_ATTEMPTS = 5
 
 
 class Outbox:
-    def __init__(self, db: Database, mailer: Mailer, *, domain: str = "localhost") -> None:
+    def __init__(self, db: Database, mailer: Mailer, tasks: TaskQueue | None = None, *,
+                 domain: str = "localhost") -> None:
         self.db = db
         self.mailer = mailer
+        self.tasks = tasks  # `mail.deliver` runs there after the commit; without one, `mail.retry` sends it
         self.domain = domain
 
     def queue(self, session: Session, *, to: str, subject: str, text: str, kind: str,
@@ -29,7 +32,7 @@ class Outbox:
         row = OutboundEmail(to_address=to, subject=subject, body=text, kind=kind, user_id=user_id)
         session.add(row)
         session.flush()
-        run_after_commit(session, self.deliver, row.id)
+        enqueue_after_commit(session, self.tasks, "mail.deliver", row.id)
         return row
 
     def message_id(self, message_id: str) -> str:

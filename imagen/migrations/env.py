@@ -3,7 +3,7 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import create_engine, pool
 
-from imagen.kit.models import Base
+from imagen.models import Base
 
 config = context.config
 target_metadata = Base.metadata

@@ -5,7 +5,8 @@ from datetime import datetime
 from fastapi import APIRouter, status
 from pydantic import BaseModel
 
-from imagen.kit.http import CurrentUser, SessionDep
+from imagen.accounts.http import CurrentUser
+from imagen.kit.http import SessionDep
 from imagen.notifications.models import Notification
 from imagen.notifications.service import notification_service
 

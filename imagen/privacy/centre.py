@@ -12,9 +12,10 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
+from imagen.accounts.http import OptionalPrincipalDep
 from imagen.kit.config import Settings
 from imagen.kit.db import utcnow
-from imagen.kit.http import OptionalPrincipalDep, SessionDep, SettingsDep
+from imagen.kit.http import SessionDep, SettingsDep
 from imagen.privacy.datamap import DATA_MAP
 from imagen.privacy.records import holdings
 from imagen.privacy.records.endpoints import router as records_api

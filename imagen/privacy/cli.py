@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import typer
 from rich.console import Console
@@ -17,15 +19,12 @@ privacy_app = typer.Typer(help="Privacy: erasure, residue scan, record of proces
 console = Console()
 
 
-def _open():  # -> (settings, db, blobs)
-    from imagen.kit import migrate
-    from imagen.kit.db import Database
-    from imagen.storage import make_blob_store
+@contextmanager
+def _open() -> Iterator[tuple[Any, Any, Any]]:  # -> (settings, db, blobs)
+    from imagen.kit.cli_database import cli_services
 
-    settings = get_settings()
-    settings.ensure_data_dir()
-    migrate.upgrade(settings.resolved_database_url)
-    return settings, Database(settings.resolved_database_url), make_blob_store(settings)
+    with cli_services() as services:
+        yield services.settings, services.db, services.blobs
 
 
 def _find_user(session, value: str):
@@ -40,11 +39,8 @@ def erase_due_command() -> None:
     """Erase every account whose deletion is due (grace period over) or was interrupted."""
     from imagen.privacy.erasure import erase_due
 
-    settings, db, blobs = _open()
-    try:
+    with _open() as (settings, db, blobs):
         done = erase_due(db, blobs, None, settings=settings)
-    finally:
-        db.dispose()
     console.print(f"[green]Erased {len(done)} account(s).[/]" if done else "No erasure is due.")
 
 
@@ -56,8 +52,7 @@ def erase_command(
     """Erase an account now (an operator acting on a verified request); the grace period does not apply."""
     from imagen.privacy.erasure import erase_user, erasure_service
 
-    settings, db, blobs = _open()
-    try:
+    with _open() as (settings, db, blobs):
         with db.transaction() as session:
             user = _find_user(session, email_or_id)
             if user is None:
@@ -68,8 +63,6 @@ def erase_command(
             erasure_service.request(session, user=user, via="operator", grace=False, settings=settings)
             user_id = user.id
         summary = erase_user(db, blobs, None, user_id, settings=settings, verify=True)
-    finally:
-        db.dispose()
     left = summary.pop("findings")
     count = sum(v for k, v in summary.items() if isinstance(v, int) and k != "residue")
     console.print(f"[green]Erased.[/] {count} records and files.")
@@ -100,9 +93,8 @@ def residue_scan_command(
     first and runs this scan with them.)"""
     from imagen.privacy.residue import residue, scan
 
-    settings, db, blobs = _open()
     user_id = email = None
-    try:
+    with _open() as (settings, db, blobs):
         with db.transaction() as session:
             for value in values:
                 user = _find_user(session, value)
@@ -114,8 +106,6 @@ def residue_scan_command(
                     user_id, email = user.id, user.email
         findings = scan(db.engine, blobs, user_id=user_id, email=email, secret=settings.resolved_secret_key(),
                         settings=settings)
-    finally:
-        db.dispose()
     if findings:
         _print_findings(findings, f"Residue scan for {', '.join(values)}")
     bad = residue(findings)

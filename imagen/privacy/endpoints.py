@@ -8,8 +8,9 @@ from typing import Any, Literal
 from fastapi import APIRouter, Request, status
 from pydantic import BaseModel, ConfigDict, EmailStr, Field
 
+from imagen.accounts.http import AdminUser
 from imagen.consent.service import consent_service
-from imagen.kit.http import AdminUser, SessionDep, SettingsDep, limit_sender
+from imagen.kit.http import ServicesDep, SessionDep, SettingsDep, limit_sender
 from imagen.privacy.minors import minor_report_service
 from imagen.privacy.policy import render_version, text_sha256
 from imagen.privacy.providers import configured_providers
@@ -94,9 +95,11 @@ def list_minor_reports(admin: AdminUser, session: SessionDep,
 
 
 @router.post("/admin/minor-reports/{report_id}/confirm", response_model=MinorReportOut)
-def confirm_minor_report(report_id: str, admin: AdminUser, session: SessionDep,
+def confirm_minor_report(report_id: str, admin: AdminUser, session: SessionDep, services: ServicesDep,
                          data: ConfirmIn | None = None) -> MinorReportOut:
-    row = minor_report_service.confirm(session, report_id=report_id, admin=admin, note=data.note if data else None)
+    row = minor_report_service.confirm(session, report_id=report_id, admin=admin, settings=services.settings,
+                                       note=data.note if data else None, tasks=services.tasks,
+                                       jobs=services.executor)
     return MinorReportOut(**minor_report_service.out(session, row))
 
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime, timedelta
-from functools import partial
 from typing import Any
 
 from sqlalchemy import Table, Text, cast, delete, or_, select, update
@@ -28,10 +27,10 @@ from sqlalchemy.orm import Session
 
 from imagen.accounts.models import ApiKey, LoginSession, User
 from imagen.generation.models import Generation
-from imagen.kit.config import Settings, get_settings
+from imagen.kit.config import Settings
 from imagen.kit.db import Database, run_after_commit, utcnow
 from imagen.kit.errors import Conflict, NotFound
-from imagen.privacy import background
+from imagen.kit.tasks import JobControl, TaskQueue, enqueue_after_commit
 from imagen.privacy.datamap import DATA_MAP, DataItem
 from imagen.privacy.models import Erasure
 from imagen.privacy.residue import Needles, gather, residue, scan, subject_hash
@@ -44,24 +43,17 @@ OPEN = ("scheduled", "in_progress")
 UNUSABLE_PASSWORD = "!erased"  # not an argon2 hash: no password verifies against it
 
 
-def _settings(session: Session | None, settings: Settings | None) -> Settings:
-    if settings is not None:
-        return settings
-    ctx = background.context_for(session) if session is not None else None
-    return ctx.settings if ctx else get_settings()
-
-
 def _tables() -> dict[str, Table]:
-    from imagen.kit.models import Base
+    from imagen.kit.db import Base
 
     return dict(Base.metadata.tables)
 
 
 class ErasureService:
-    def request(self, session: Session, *, user: User, via: str, grace: bool = True,
-                settings: Settings | None = None) -> Erasure:
-        """Record an erasure; `grace=False` (or no configured grace) stops the account now and erases it next."""
-        settings = _settings(session, settings)
+    def request(self, session: Session, *, user: User, via: str, settings: Settings, grace: bool = True,
+                tasks: TaskQueue | None = None, jobs: JobControl | None = None) -> Erasure:
+        """Record an erasure; `grace=False` (or no configured grace) stops the account now and erases it next
+        (`privacy.erase_user`, enqueued on `tasks` after the commit; `jobs` cancels the account's running jobs)."""
         days = settings.erasure_grace_days if grace else 0
         now = utcnow()
         erasure = self.current(session, user_id=user.id)
@@ -76,14 +68,11 @@ class ErasureService:
             session.flush()
         if days == 0:
             erasure.due_at = min(erasure.due_at, now)
-            self.start(session, erasure=erasure, user=user)
-            ctx = background.context_for(session)
-            if ctx is not None:
-                run_after_commit(session, background.submit, ctx, partial(
-                    erase_user, ctx.db, ctx.blobs, ctx.executor, user.id, settings=ctx.settings))
+            self.start(session, erasure=erasure, user=user, jobs=jobs)
+            enqueue_after_commit(session, tasks, "privacy.erase_user", user.id)
         return erasure
 
-    def start(self, session: Session, *, erasure: Erasure, user: User) -> list[str]:
+    def start(self, session: Session, *, erasure: Erasure, user: User, jobs: JobControl | None = None) -> list[str]:
         """The account stops working now: sessions and keys revoked, jobs canceled. Returns running job ids."""
         now = utcnow()
         erasure.status, erasure.started_at = "in_progress", erasure.started_at or now
@@ -95,10 +84,9 @@ class ErasureService:
         running = list(session.scalars(select(Generation.id).where(
             Generation.user_id == user.id, Generation.status == "running")))
         session.execute(update(Generation).where(Generation.id.in_(running)).values(cancel_requested=True))
-        ctx = background.context_for(session)
-        if ctx is not None and ctx.executor is not None:
+        if jobs is not None:
             for gen_id in running:
-                run_after_commit(session, ctx.executor.cancel, gen_id)
+                run_after_commit(session, jobs.cancel, gen_id)
         return running
 
     def current(self, session: Session, *, user_id: str) -> Erasure | None:
@@ -142,7 +130,7 @@ erasure_service = ErasureService()
 
 # ---- carrying it out (background; takes ids; idempotent) ----
 
-def erase_due(db: Database, blobs: BlobStore, executor: Any | None, *, settings: Settings | None = None,
+def erase_due(db: Database, blobs: BlobStore, executor: JobControl | None, *, settings: Settings,
               now: datetime | None = None, started_before: datetime | None = None) -> list[str]:
     """Erase every account whose erasure is due; returns their (former) ids."""
     with db.transaction() as session:
@@ -152,15 +140,14 @@ def erase_due(db: Database, blobs: BlobStore, executor: Any | None, *, settings:
     return due
 
 
-def erase_user(db: Database, blobs: BlobStore, executor: Any | None, user_id: str, *,
-               settings: Settings | None = None, verify: bool = False) -> dict[str, Any]:
+def erase_user(db: Database, blobs: BlobStore, executor: JobControl | None, user_id: str, *,
+               settings: Settings, verify: bool = False) -> dict[str, Any]:
     """Erase one account across the database and the blob store; safe to run again (also after it finished).
 
     Returns the summary (rows per data-map entry). `verify`: scan for what identified the person afterwards;
     the summary then has `residue` (the count, also stored on the erasure record) and `findings` (the residue).
     """
     with db.transaction() as session:
-        settings = _settings(session, settings)
         user = session.get(User, user_id)
         if user is None:
             _sweep(blobs, user_id)  # already erased: catch a file a late job may have left

@@ -18,7 +18,6 @@ import zipfile
 from collections.abc import Iterator
 from datetime import date, datetime, timedelta
 from decimal import Decimal
-from functools import partial
 from pathlib import Path
 from typing import IO, Any
 
@@ -28,7 +27,7 @@ from sqlalchemy.orm import Session
 from imagen.kit.db import Database, run_after_commit, run_after_rollback, utcnow
 from imagen.kit.errors import Conflict, ServiceError
 from imagen.kit.scoped import get_owned, owned
-from imagen.privacy import background
+from imagen.kit.tasks import TaskQueue, enqueue_after_commit
 from imagen.privacy.datamap import DATA_MAP, DataItem
 from imagen.privacy.models import Export
 from imagen.storage import BlobNotFound, BlobStore
@@ -60,24 +59,23 @@ def download_url(export: Export) -> str:
 
 
 def _tables() -> dict[str, Table]:
-    from imagen.kit.models import Base
+    from imagen.kit.db import Base
 
     return dict(Base.metadata.tables)
 
 
 class ExportService:
-    def request(self, session: Session, *, user_id: str, requested_via: str = "self") -> Export:
-        """Queue an export (a pending one is returned instead of a second); built after the commit."""
+    def request(self, session: Session, *, user_id: str, requested_via: str = "self",
+                tasks: TaskQueue | None = None) -> Export:
+        """Queue an export (a pending one is returned instead of a second); built after the commit by
+        `privacy.build_export` on `tasks` (without: by the server's scheduled pass)."""
         pending = session.scalars(owned(Export, user_id).where(Export.status == "pending")).first()
         if pending is not None:
             return pending
         export = Export(user_id=user_id, status="pending", requested_via=requested_via[:64])
         session.add(export)
         session.flush()
-        ctx = background.context_for(session)
-        if ctx is not None:
-            run_after_commit(session, background.submit, ctx, partial(
-                build_export, ctx.db, ctx.blobs, export.id, expiry_days=ctx.settings.export_expiry_days))
+        enqueue_after_commit(session, tasks, "privacy.build_export", export.id)
         return export
 
     def get(self, session: Session, *, user_id: str, export_id: str) -> Export:

@@ -1,39 +1,25 @@
 """The user's own privacy rights through the API: export (policy §8) and account deletion (policy §3, §7, §8).
 
-The router's lifespan starts the background runner for exports and erasures once the app's own lifespan has set
-up the database, the blob store and the executor.
+Exports and erasures are carried out by the privacy tasks (imagen/privacy/tasks.py), enqueued after the commit.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from datetime import datetime
 
-from fastapi import APIRouter, FastAPI, Request, Response, status
+from fastapi import APIRouter, Request, Response, status
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 
+from imagen.accounts.http import CurrentUser
 from imagen.accounts.security import verify_password
 from imagen.kit.errors import Forbidden
-from imagen.kit.http import CSRF_COOKIE, SESSION_COOKIE, CurrentUser, SessionDep, SettingsDep
-from imagen.privacy import background
+from imagen.kit.http import CSRF_COOKIE, SESSION_COOKIE, ServicesDep, SessionDep, SettingsDep
 from imagen.privacy.erasure import erasure_service
 from imagen.privacy.exports import download_url, export_service
 from imagen.privacy.models import Erasure, Export
 
-
-@asynccontextmanager
-async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    state = app.state
-    ctx = background.start(state.db, state.blobs, state.settings, getattr(state, "executor", None))
-    try:
-        yield
-    finally:
-        background.stop(ctx)
-
-
-router = APIRouter(prefix="/api/v1/me", tags=["privacy"], lifespan=lifespan)
+router = APIRouter(prefix="/api/v1/me", tags=["privacy"])
 
 
 class ExportOut(BaseModel):
@@ -73,8 +59,8 @@ def erasure_out(erasure: Erasure) -> ErasureOut:
 
 
 @router.post("/exports", status_code=status.HTTP_202_ACCEPTED, response_model=ExportOut)
-def request_export(user: CurrentUser, session: SessionDep) -> ExportOut:
-    return export_out(export_service.request(session, user_id=user.id, requested_via="self"))
+def request_export(user: CurrentUser, session: SessionDep, services: ServicesDep) -> ExportOut:
+    return export_out(export_service.request(session, user_id=user.id, requested_via="self", tasks=services.tasks))
 
 
 @router.get("/exports", response_model=list[ExportOut])
@@ -90,7 +76,7 @@ def get_export(export_id: str, user: CurrentUser, session: SessionDep) -> Export
 @router.get("/exports/{export_id}/download")
 def download_export(export_id: str, user: CurrentUser, session: SessionDep, request: Request) -> StreamingResponse:
     export, chunks = export_service.open_download(session, user_id=user.id, export_id=export_id,
-                                                  blobs=request.app.state.blobs)
+                                                  blobs=request.app.state.services.blobs)
     name = f"imagen-export-{export.created_at:%Y-%m-%d}-{export.id[:8]}.zip"
     headers = {"Content-Disposition": f'attachment; filename="{name}"', "Cache-Control": "private, no-store"}
     if export.size_bytes is not None:
@@ -100,10 +86,11 @@ def download_export(export_id: str, user: CurrentUser, session: SessionDep, requ
 
 @router.delete("", status_code=status.HTTP_202_ACCEPTED, response_model=ErasureOut)
 def delete_account(data: ErasureRequest, user: CurrentUser, session: SessionDep, settings: SettingsDep,
-                   response: Response) -> ErasureOut:
+                   services: ServicesDep, response: Response) -> ErasureOut:
     if not verify_password(user.password_hash, data.password):
         raise Forbidden("The password is not correct; your account was not changed")
-    erasure = erasure_service.request(session, user=user, via="self", grace=True, settings=settings)
+    erasure = erasure_service.request(session, user=user, via="self", grace=True, settings=settings,
+                                      tasks=services.tasks, jobs=services.executor)
     if erasure.status == "in_progress":  # signed out everywhere now
         response.delete_cookie(SESSION_COOKIE, path="/")
         response.delete_cookie(CSRF_COOKIE, path="/")

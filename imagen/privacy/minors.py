@@ -14,9 +14,11 @@ from sqlalchemy import ForeignKey, String, Text, select
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from imagen.accounts.models import User
+from imagen.kit.config import Settings
 from imagen.kit.db import Base, CreatedMixin, IdMixin, UTCDateTime, utcnow
 from imagen.kit.errors import Conflict, NotFound, ServiceError, field_error
 from imagen.kit.inputs import normalize_email
+from imagen.kit.tasks import JobControl, TaskQueue
 
 STATUSES = ("open", "confirmed", "dismissed")
 ERASED_DETAILS = "[removed when the report was confirmed and the account erased]"
@@ -95,7 +97,8 @@ class MinorReportService:
         row.status, row.resolved_at, row.resolved_by, row.resolution = "dismissed", utcnow(), admin.id, reason.strip()
         return row
 
-    def confirm(self, session: Session, *, report_id: str, admin: User, note: str | None = None) -> MinorReport:
+    def confirm(self, session: Session, *, report_id: str, admin: User, settings: Settings, note: str | None = None,
+                tasks: TaskQueue | None = None, jobs: JobControl | None = None) -> MinorReport:
         """Erase the reported account at once (no grace period) and keep only the decision."""
         row = self._open(session, report_id)
         user = session.get(User, row.subject_user_id) if row.subject_user_id else None
@@ -111,7 +114,8 @@ class MinorReportService:
             raise ErasureUnavailable("Account erasure is not available in this build") from exc
         row.subject_user_id = user.id  # before the erasure: deleting the account then sets it to NULL
         session.flush()
-        erasure = erasure_service.request(session, user=user, via="minor_report", grace=False)
+        erasure = erasure_service.request(session, user=user, via="minor_report", grace=False, settings=settings,
+                                          tasks=tasks, jobs=jobs)
         row.status, row.resolved_at, row.resolved_by = "confirmed", utcnow(), admin.id
         row.resolution = (note or "").strip() or None
         row.erasure_ref = str(getattr(erasure, "id", "") or "")[:64] or None

@@ -26,7 +26,7 @@ from sqlalchemy import JSON, MetaData, String, Table, Text, cast, func, or_, sel
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
-from imagen.kit.config import Settings, get_settings
+from imagen.kit.config import Settings
 from imagen.kit.db import utcnow
 from imagen.privacy.datamap import DATA_MAP, DataItem
 from imagen.privacy.retention import hold_ended
@@ -73,7 +73,7 @@ def needles_for(*, user_id: str | None, email: str | None, secret: str | None,
 
 
 def _tables() -> dict[str, Table]:
-    from imagen.kit.models import Base
+    from imagen.kit.db import Base
 
     return dict(Base.metadata.tables)
 
@@ -141,14 +141,14 @@ def _someone_else(row: Any, owners: list[tuple[str, str]], terms: Needles) -> bo
 
 
 def scan(engine: Engine, blobs: BlobStore | None, *, needles: Needles | None = None, user_id: str | None = None,
-         email: str | None = None, secret: str | None = None, settings: Settings | None = None,
-         now: datetime | None = None) -> list[Finding]:
+         email: str | None = None, secret: str | None = None, settings: Settings, now: datetime | None = None,
+         ) -> list[Finding]:
     """Every place the person is still found. Give `needles` (from `gather`, before the erasure), or the id and
     email (then only those and their hashes are searched). Holds end by `settings`' periods at `now`."""
     terms = needles if needles is not None else needles_for(user_id=user_id, email=email, secret=secret)
     if not terms.terms:
         raise ValueError("give a user id or an email")
-    settings, now = settings or get_settings(), now or utcnow()
+    now = now or utcnow()
     findings: dict[tuple[str, str, str], Finding] = {}
     meta = MetaData()
     meta.reflect(bind=engine)

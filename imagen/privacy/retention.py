@@ -10,14 +10,13 @@ that reference it with ON DELETE CASCADE).
 setting); `run(session, settings, blobs, now, dry_run)` deletes it. Rows go in the caller's transaction;
 blobs go only after it commits (`run_after_commit`), so a rollback leaves every blob in place. Each rule
 selects by age, so running twice deletes nothing the second time. The server runs the purge on a schedule
-(`RetentionScheduler`, started in the app's lifespan).
+(the periodic `privacy.retention` task, imagen/privacy/tasks.py).
 """
 
 from __future__ import annotations
 
 import logging
 import re
-import threading
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -121,7 +120,7 @@ def hold_ended(item: DataItem, table: Table, tables: Mapping[str, Table], settin
 
 
 def _tables() -> dict[str, Table]:
-    from imagen.kit.models import Base  # every domain's tables, including ones added after this module
+    from imagen.kit.db import Base  # every table: the composition root imports them all (imagen/models.py)
 
     return dict(Base.metadata.tables)
 
@@ -267,50 +266,11 @@ class RetentionService:
 retention_service = RetentionService()
 
 
-class RetentionScheduler:
-    """Runs the purge in a daemon thread every `interval_hours`, first `first_delay` seconds after start.
-
-    Each run is one transaction; a failed run is logged and retried at the next tick.
-    """
-
-    FIRST_DELAY_SECONDS = 300.0
-
-    def __init__(self, db: Database, blobs: BlobStore, settings: Settings, *,
-                 first_delay: float | None = None) -> None:
-        self.db, self.blobs, self.settings = db, blobs, settings
-        self.interval = settings.retention_interval_hours * 3600
-        self.first_delay = self.FIRST_DELAY_SECONDS if first_delay is None else first_delay
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self.runs = 0
-
-    def start(self) -> None:
-        if self.interval <= 0 or self._thread is not None:
-            return
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._loop, name="imagen-retention", daemon=True)
-        self._thread.start()
-
-    def stop(self, timeout: float = 10.0) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-            self._thread = None
-
-    def run_once(self) -> list[Purge]:
-        started = time.monotonic()
-        with self.db.transaction() as session:
-            purges = retention_service.run(session, settings=self.settings, blobs=self.blobs)
-        self.runs += 1
-        done = {p.category: p.count for p in purges if p.count}
-        log.info("retention run purged %s in %.1fs", done or "nothing", time.monotonic() - started)
-        return purges
-
-    def _loop(self) -> None:
-        wait = self.first_delay
-        while not self._stop.wait(wait):
-            try:
-                self.run_once()
-            except Exception:
-                log.exception("retention run failed; retrying at the next interval")
-            wait = self.interval
+def run_retention(db: Database, blobs: BlobStore, settings: Settings) -> list[Purge]:
+    """One retention run in one transaction (the `privacy.retention` task; `imagen privacy retention run`)."""
+    started = time.monotonic()
+    with db.transaction() as session:
+        purges = retention_service.run(session, settings=settings, blobs=blobs)
+    done = {p.category: p.count for p in purges if p.count}
+    log.info("retention run purged %s in %.1fs", done or "nothing", time.monotonic() - started)
+    return purges

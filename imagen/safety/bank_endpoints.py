@@ -11,8 +11,9 @@ from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field, ValidationError
 from starlette.datastructures import UploadFile
 
+from imagen.accounts.http import AdminUser
 from imagen.kit.errors import Unprocessable, field_error
-from imagen.kit.http import AdminUser, SessionDep
+from imagen.kit.http import SessionDep
 from imagen.kit.inputs import Line
 from imagen.safety.bank_models import HashBank
 from imagen.safety.banks import ImportReport, hash_bank_service

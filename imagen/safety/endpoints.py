@@ -8,7 +8,8 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Query, Request, status
 from pydantic import BaseModel, Field
 
-from imagen.kit.http import AdminUser, CurrentUser, ModeratorUser, SessionDep, SettingsDep
+from imagen.accounts.http import AdminUser, CurrentUser, ModeratorUser
+from imagen.kit.http import SessionDep, SettingsDep
 from imagen.safety.models import SafetyCase
 from imagen.safety.service import case_service
 
@@ -118,8 +119,8 @@ def act_on_case(case_id: str, body: ActionIn, moderator: ModeratorUser, session:
     preserve (extend the hold by `days`), escalate (the NCMEC report asks for high priority; `note`: why)."""
     case = case_service.act(session, case_id=case_id, actor=moderator, action=body.action, note=body.note,
                             days=body.days,
-                            settings=settings, quarantine=request.app.state.safety.quarantine,
-                            blobs=request.app.state.blobs)
+                            settings=settings, quarantine=request.app.state.services.safety.quarantine,
+                            blobs=request.app.state.services.blobs)
     return case_detail(case)
 
 

@@ -22,7 +22,6 @@ import hashlib
 import io
 import threading
 import time
-import weakref
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -287,15 +286,3 @@ class HashMatcher:
             return None
         return self.match_pdq(value)
 
-
-_MATCHERS: weakref.WeakKeyDictionary[Database, HashMatcher] = weakref.WeakKeyDictionary()
-_MATCHERS_LOCK = threading.Lock()
-
-
-def get_matcher(db: Database, settings: Settings) -> HashMatcher:
-    """The process's matcher for this database (one index in memory, shared by requests and workers)."""
-    with _MATCHERS_LOCK:
-        matcher = _MATCHERS.get(db)
-        if matcher is None:
-            matcher = _MATCHERS[db] = HashMatcher.from_settings(db, settings)
-        return matcher

@@ -187,11 +187,8 @@ _cache: dict[tuple[str, float, str], NsfwPolicy] = {}
 _cache_lock = threading.Lock()
 
 
-def nsfw_policy(settings: Settings | None = None) -> NsfwPolicy:
+def nsfw_policy(settings: Settings) -> NsfwPolicy:
     """The operator's policy from the app's settings (parsed once per distinct setting)."""
-    from imagen.kit.config import get_settings
-
-    settings = settings or get_settings()
     key = (settings.nsfw_policy, settings.nsfw_threshold, settings.nsfw_blur_mode)
     with _cache_lock:
         if key not in _cache:

@@ -14,9 +14,10 @@ from fastapi.responses import Response
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from imagen.accounts.http import OptionalPrincipalDep, Principal
 from imagen.accounts.models import User
 from imagen.kit.errors import NotFound
-from imagen.kit.http import OptionalPrincipalDep, Principal, SessionDep
+from imagen.kit.http import SessionDep
 from imagen.safety.bank_models import HASH_TYPES
 from imagen.safety.banks import hash_bank_service
 from imagen.safety.models import CASE_KINDS, CASE_STATUSES, SafetyCase

@@ -262,11 +262,9 @@ _cache: dict[tuple[str, int], PromptRules] = {}
 _lock = threading.Lock()
 
 
-def prompt_rules(settings: Settings | None = None) -> PromptRules:
+def prompt_rules(settings: Settings) -> PromptRules:
     """The built-in rules plus the operator's file; reloaded when the setting or the file changes."""
-    from imagen.kit.config import get_settings
-
-    path = (settings or get_settings()).prompt_rules_file
+    path = settings.prompt_rules_file
     key = (str(path or ""), path.stat().st_mtime_ns if path and path.exists() else 0)
     with _lock:
         if key not in _cache:

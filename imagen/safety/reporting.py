@@ -17,7 +17,6 @@ import logging
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session
 
 from imagen.accounts.models import User
@@ -250,48 +249,3 @@ def _failed(case: SafetyCase, attempts: list[dict[str, Any]], attempt: dict[str,
         case.ncmec_error = f"{attempt['error']}"[:1000]
     log.warning("NCMEC report for case %s %s: %s", case.id, "refused" if permanent else "failed", attempt["error"])
     return case.ncmec_error
-
-
-# The automatic mode
-
-
-def report_case_automatically(db: Any, quarantine: Quarantine, settings: Settings, case_id: str) -> str | None:
-    """Background, after the case's commit; safe to run twice (a reported case, or one a moderator must look at,
-    is left alone)."""
-    from imagen.safety.service import case_service
-
-    with db.transaction() as session:
-        case = session.get(SafetyCase, case_id, with_for_update=True)
-        if case is None or case.ncmec_report_id or case.status not in ("open", "report_failed"):
-            return None
-        case_service.act(session, case_id=case_id, actor=None, action="report", settings=settings,
-                         quarantine=quarantine, blobs=None,
-                         note="automatic: IMAGEN_NCMEC_REQUIRE_CONFIRMATION is off")
-        return case.ncmec_report_id
-
-
-def retry_automatic_reports(db: Any, quarantine: Quarantine, settings: Settings, *,
-                            now: datetime | None = None) -> list[str]:
-    """The scheduled pass (privacy/background.py `tick`): hash-match cases that the after-commit job never got to
-    (a restart) and failed attempts whose delay is over. Returns the report ids obtained."""
-    if not reports_without_confirmation(settings):
-        return []
-    now = now or utcnow()
-    with db.transaction() as session:
-        due = list(session.scalars(select(SafetyCase.id).where(
-            SafetyCase.kind == "hash_match", SafetyCase.ncmec_report_id.is_(None),
-            or_(and_(SafetyCase.status == "open", SafetyCase.created_at < now - AUTO_REPORT_GRACE),
-                and_(SafetyCase.status == "report_failed",
-                     or_(SafetyCase.ncmec_retry_at <= now,  # cases failed before retry times were kept:
-                         and_(SafetyCase.ncmec_retry_at.is_(None), SafetyCase.updated_at < now - AUTO_REPORT_RETRY)))))
-            .order_by(SafetyCase.created_at).limit(100)))
-    reported = []
-    for case_id in due:
-        try:
-            report_id = report_case_automatically(db, quarantine, settings, case_id)
-        except Exception:  # one case's trouble must not stop the others; it stays due
-            log.exception("automatic NCMEC report for case %s failed", case_id)
-            continue
-        if report_id:
-            reported.append(report_id)
-    return reported

@@ -19,6 +19,7 @@ from imagen.accounts.models import SecurityEvent, User
 from imagen.kit.config import Settings
 from imagen.kit.db import new_id, run_after_commit, run_after_rollback, utcnow
 from imagen.kit.errors import Conflict, NotFound, field_error
+from imagen.kit.tasks import TaskQueue, enqueue_after_commit
 from imagen.safety.models import (
     CASE_ACTIONS,
     CaseAction,
@@ -28,11 +29,9 @@ from imagen.safety.models import (
     UserReport,
 )
 from imagen.safety.quarantine import Quarantine
-from imagen.safety.reporting import (  # noqa: F401 - the report action and its automatic mode live there
+from imagen.safety.reporting import (
     build_report,
-    report_case_automatically,
     reports_without_confirmation,
-    retry_automatic_reports,
     submit_case_report,
 )
 
@@ -115,7 +114,8 @@ class CaseService:
     def record_hash_match(self, session: Session, *, user_id: str, source: str, match: Any, settings: Settings,
                           quarantine: Quarantine | None, data: bytes | None, subject_type: str,
                           subject_id: str | None, ip_address: str | None = None, suspend: bool = True,
-                          activity_at: datetime | None = None, **fields: Any) -> SafetyCase:
+                          activity_at: datetime | None = None, tasks: TaskQueue | None = None,
+                          **fields: Any) -> SafetyCase:
         """A match: a case with the evidence (legal hold), and the account suspended (unless `suspend` is off).
 
         `ip_address`: the upload request's; `activity_at`: when a generation was submitted."""
@@ -129,13 +129,8 @@ class CaseService:
                                  "matched_value": match.matched_value}, **fields)
         if suspend and self.suspend(session, user_id=user_id):
             case.actions.append(CaseAction(case_id=case.id, action="suspend", note="automatic, on a hash match"))
-        if reports_without_confirmation(settings):
-            from imagen.privacy import background  # the app's small pool; none in the CLI (a moderator reports)
-
-            ctx = background.context_for(session)
-            if ctx is not None:
-                run_after_commit(session, background.submit, ctx, report_case_automatically, ctx.db, quarantine,
-                                 settings, case.id)
+        if reports_without_confirmation(settings):  # none enqueued by the CLI: the scheduled pass reports it
+            enqueue_after_commit(session, tasks, "safety.report_case", case.id)
         log.warning("hash match (%s, bank %s): case %s opened for account %s%s", match.hash_type,
                     match.bank_name, case.id, user_id, " (suspended)" if suspend else "")
         return case

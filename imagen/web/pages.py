@@ -12,6 +12,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 
+from imagen.accounts.http import OptionalPrincipalDep, Principal
 from imagen.accounts.service import MINIMUM_AGE
 from imagen.assets.service import asset_service
 from imagen.consent.service import consent_service
@@ -19,7 +20,7 @@ from imagen.consent.web import consent_centre_context
 from imagen.consent.web import page_context as consent_page_context
 from imagen.generation.resolve import FAMILY_LABELS
 from imagen.generation.service import generation_service
-from imagen.kit.http import OptionalPrincipalDep, Principal, SessionDep, SettingsDep
+from imagen.kit.http import SessionDep, SettingsDep
 from imagen.privacy.policy import render_version
 from imagen.workflows.service import preset_service, workflow_service
 
@@ -116,7 +117,7 @@ def generate_page(request: Request, principal: OptionalPrincipalDep, session: Se
     ]
     models = asset_service.list_models(session, user=user)
     checkpoints = [{"value": c.name, "label": f"{c.name} (built-in, {FAMILY_LABELS[c.family]})", "family": c.family}
-                   for c in request.app.state.runtime.checkpoints.list() if c.family in selected.families]
+                   for c in request.app.state.services.runtime.checkpoints.list() if c.family in selected.families]
     checkpoints += [{"value": a.id, "label": f"{a.filename} [{a.short_hash}] ({FAMILY_LABELS[a.family]})",
                      "family": a.family} for a in models if a.kind == "checkpoint" and a.family in selected.families]
     loras = [{"value": a.id, "label": f"{a.filename} [{a.short_hash}] ({FAMILY_LABELS[a.family]})",

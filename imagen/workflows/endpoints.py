@@ -4,8 +4,9 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Path, Request, status
 
+from imagen.accounts.http import AdminUser, CurrentUser
 from imagen.assets.service import asset_service
-from imagen.kit.http import AdminUser, CurrentUser, SessionDep
+from imagen.kit.http import SessionDep
 from imagen.kit.inputs import INT32_MAX
 from imagen.workflows.models import Preset
 from imagen.workflows.schemas import PresetCreate, PresetOut, WorkflowOut
@@ -73,7 +74,7 @@ def list_models(request: Request, user: CurrentUser, session: SessionDep) -> lis
     builtin = [
         {"id": c.name, "name": c.name, "kind": "checkpoint", "family": c.family, "sha256": c.sha256,
          "short_hash": c.sha256[:10], "builtin": True, "public": True, "owned": False}
-        for c in request.app.state.runtime.checkpoints.list()
+        for c in request.app.state.services.runtime.checkpoints.list()
     ]
     uploaded = [
         {"id": a.id, "name": a.filename, "kind": a.kind, "family": a.family, "sha256": a.sha256,

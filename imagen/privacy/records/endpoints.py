@@ -5,8 +5,9 @@ from __future__ import annotations
 from fastapi import APIRouter, status
 from sqlalchemy.orm import Session
 
+from imagen.accounts.http import AdminUser
 from imagen.kit.config import Settings
-from imagen.kit.http import AdminUser, SessionDep, SettingsDep
+from imagen.kit.http import SessionDep, SettingsDep
 from imagen.privacy.records.models import Breach, LegalRequest, TransferNotice
 from imagen.privacy.records.schemas import (
     AffectedLookup,

@@ -76,7 +76,7 @@ def holdings(settings: Settings) -> list[Holding]:
 
 
 def _tables() -> dict[str, Table]:
-    from imagen.kit.models import Base
+    from imagen.kit.db import Base
 
     return dict(Base.metadata.tables)
 

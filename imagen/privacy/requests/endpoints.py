@@ -7,8 +7,9 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request, status
 from fastapi.responses import JSONResponse
 
+from imagen.accounts.http import AdminUser, CurrentUser, OptionalPrincipalDep
 from imagen.kit.config import Settings
-from imagen.kit.http import AdminUser, CurrentUser, OptionalPrincipalDep, SessionDep, SettingsDep, limit_sender
+from imagen.kit.http import ServicesDep, SessionDep, SettingsDep, limit_sender
 from imagen.mail.http import OutboxDep
 from imagen.privacy.requests.models import PrivacyRequest
 from imagen.privacy.requests.pages import router as pages_router
@@ -125,9 +126,10 @@ def get_request(request_id: str, _admin: AdminUser, session: SessionDep,
 
 @api.post("/admin/privacy-requests/{request_id}/transition", response_model=PrivacyRequestDetail)
 def transition_request(request_id: str, data: TransitionRequest, admin: AdminUser, session: SessionDep,
-                       settings: SettingsDep, outbox: OutboxDep) -> PrivacyRequestDetail:
-    req = privacy_request_service.transition(session, outbox=outbox, settings=settings, admin=admin,
-                                             request_id=request_id, to=data.status, note=data.note, days=data.days)
+                       settings: SettingsDep, services: ServicesDep) -> PrivacyRequestDetail:
+    req = privacy_request_service.transition(session, outbox=services.outbox, settings=settings, admin=admin,
+                                             request_id=request_id, to=data.status, note=data.note, days=data.days,
+                                             tasks=services.tasks, jobs=services.executor)
     return request_detail(req, settings)
 
 

@@ -7,7 +7,8 @@ from datetime import timedelta
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from imagen.kit.http import OptionalPrincipalDep, SessionDep, SettingsDep
+from imagen.accounts.http import OptionalPrincipalDep
+from imagen.kit.http import SessionDep, SettingsDep
 from imagen.privacy.requests.service import QUEUE_FILTERS, TRANSITIONS, deadline, privacy_request_service
 from imagen.web.pages import render, to_login
 

@@ -22,6 +22,7 @@ from imagen.kit.config import Settings
 from imagen.kit.db import utcnow
 from imagen.kit.errors import Conflict, NotFound, TooManyRequests, field_error
 from imagen.kit.inputs import normalize_email
+from imagen.kit.tasks import JobControl, TaskQueue
 from imagen.mail.outbox import Outbox
 from imagen.notifications.service import notification_service
 from imagen.privacy.requests import mails
@@ -207,7 +208,10 @@ class PrivacyRequestService:
     # ---- the operator's moves ------------------------------------------------------------------------------------
 
     def transition(self, session: Session, *, outbox: Outbox, settings: Settings, admin: User, request_id: str,
-                   to: str, note: str | None = None, days: int | None = None) -> PrivacyRequest:
+                   to: str, note: str | None = None, days: int | None = None, tasks: TaskQueue | None = None,
+                   jobs: JobControl | None = None) -> PrivacyRequest:
+        """`tasks` carries out a completed access (export) or deletion (erasure) request; `jobs` stops the account's
+        running generations."""
         req = self.get(session, request_id=request_id)
         allowed = TRANSITIONS[req.status]
         if to not in allowed:
@@ -225,7 +229,7 @@ class PrivacyRequestService:
         if to == "extended":
             self._extend(req, settings=settings, note=note, days=days)
         if to == "completed":
-            self._complete(session, req, admin=admin, note=note)
+            self._complete(session, req, admin=admin, note=note, settings=settings, tasks=tasks, jobs=jobs)
         if to == "denied":
             req.denial_reason = note
         if to in CLOSED_STATUSES:
@@ -253,12 +257,13 @@ class PrivacyRequestService:
         req.due_at = req.due_at + timedelta(days=days)
         req.extension_reason = note
 
-    def _complete(self, session: Session, req: PrivacyRequest, *, admin: User, note: str | None) -> None:
+    def _complete(self, session: Session, req: PrivacyRequest, *, admin: User, note: str | None, settings: Settings,
+                  tasks: TaskQueue | None, jobs: JobControl | None) -> None:
         user = session.get(User, req.user_id) if req.user_id else None
         if req.kind == "access" and user is not None:
             from imagen.privacy.exports import export_service
 
-            export = export_service.request(session, user_id=user.id, requested_via="privacy_request")
+            export = export_service.request(session, user_id=user.id, requested_via="privacy_request", tasks=tasks)
             req.export_id = getattr(export, "id", None)
             req.resolution = note or ("Your data export is being prepared. Sign in to your account to download it; "
                                       "you will be notified when it is ready.")
@@ -266,7 +271,8 @@ class PrivacyRequestService:
             from imagen.privacy.erasure import erasure_service
 
             req.resolution = note or "Your account and the data it held have been erased."
-            erasure_service.request(session, user=user, via="privacy_request", grace=False)
+            erasure_service.request(session, user=user, via="privacy_request", grace=False, settings=settings,
+                                    tasks=tasks, jobs=jobs)
         elif note is None:
             why = "no account is linked to this request" if req.kind in AUTOMATED_KINDS else "this kind of request"
             raise field_error("note", f"Say what was done ({why} runs no automatic action)")
