@@ -25,7 +25,6 @@ from imagen.mail.models import OutboundEmail
 from imagen.privacy import policy
 from imagen.privacy.policy import PolicyFacts, render_policy
 from imagen.safety.banks import hash_bank_service
-from imagen.storage import make_blob_store
 from tests.conftest import signup
 
 OPERATOR = {"legal_entity": "Imagen Test Ltd", "postal_address": "1 Test Street, Testville",
@@ -283,11 +282,9 @@ def test_runpod_and_s3_validate_but_nothing_starts_with_them(tmp_path):
     with pytest.raises(ValidationError, match="executor"):
         Settings(executor="celery")
     full = Settings(**FULL, data_dir=tmp_path)
-    assert full.unbuilt_backends() == ["IMAGEN_EXECUTOR=runpod", "IMAGEN_STORAGE=s3"]
+    assert full.unbuilt_backends() == ["IMAGEN_EXECUTOR=runpod"]  # S3 is built: tests/test_s3_storage.py
     with pytest.raises(ValueError, match="not available in this build"):
         create_app(full)
-    with pytest.raises(ValueError, match="IMAGEN_STORAGE=s3 is not available in this build"):
-        make_blob_store(full)
     assert Settings().unbuilt_backends() == []
 
 

@@ -3,10 +3,13 @@ from imagen.storage.base import BlobNotFound, BlobStore
 
 
 def make_blob_store(settings: Settings) -> BlobStore:
+    """The configured store; S3 checks its bucket first (StorageUnavailable names the setting at fault)."""
+    if settings.storage == "s3":
+        from imagen.storage.s3 import make_s3_blob_store
+
+        return make_s3_blob_store(settings)
     from imagen.storage.local import LocalBlobStore
 
-    if settings.storage != "local":
-        raise ValueError(f"IMAGEN_STORAGE={settings.storage} is not available in this build; use local")
     return LocalBlobStore(settings.blobs_dir)
 
 

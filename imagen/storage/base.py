@@ -1,4 +1,4 @@
-"""The blob store interface: opaque keys to bytes. Backends: local folder (S3-compatible later)."""
+"""The blob store interface: opaque keys to bytes. Backends: local folder (`local.py`), S3-compatible (`s3.py`)."""
 
 from __future__ import annotations
 
@@ -58,6 +58,11 @@ class BlobStore(ABC):
 
     @abstractmethod
     def keys(self, prefix: str = "") -> Iterator[str]: ...
+
+    def presigned_url(self, key: str, expires_seconds: int, *, download_name: str | None = None) -> str | None:
+        """A URL from which anyone holding it can GET the blob for `expires_seconds`, or None when the backend
+        cannot make one (then the server streams the bytes itself). `download_name`: served as an attachment."""
+        return None
 
 
 def remove_unwritten(folder: Path, older_than: float) -> int:
