@@ -8,6 +8,7 @@ test_privacy_core.py covers the end-to-end paths.
 from __future__ import annotations
 
 from datetime import date, timedelta
+from types import SimpleNamespace
 
 import pytest
 from sqlalchemy import func, select
@@ -16,6 +17,7 @@ from imagen.accounts.models import ApiKey, LoginSession, SecurityEvent, User
 from imagen.generation.models import Generation, Output
 from imagen.kit.db import new_id, utcnow
 from imagen.kit.errors import Conflict, NotFound
+from imagen.kit.tasks import InProcessTasks, PendingTasks
 from imagen.privacy import erasure as erasure_module
 from imagen.privacy.erasure import UNUSABLE_PASSWORD, erase_due, erase_user, erasure_service
 from imagen.privacy.models import Erasure
@@ -63,9 +65,9 @@ def test_needles_are_lowercased_hashed_and_skip_short_or_repeated_identifiers():
     assert bare.terms == (("email", "a@b.c"),) and bare.user_id is None
 
 
-def test_scan_needs_something_to_look_for(db):
+def test_scan_needs_something_to_look_for(db, settings):
     with pytest.raises(ValueError, match="give a user id or an email"):
-        scan(db.engine, None, needles=Needles(None, None, ()))
+        scan(db.engine, None, needles=Needles(None, None, ()), settings=settings)
 
 
 # --- the scan ---
@@ -467,21 +469,16 @@ def test_the_check_after_an_erasure_ends_holds_by_the_callers_settings(db, blobs
     assert ("database", "privacy_requests.email") in {(f.store, f.where) for f in summary["findings"]}
 
 
-def test_with_the_apps_context_an_immediate_request_stops_jobs_at_commit_and_erases_in_the_background(
-        db, blobs, settings, monkeypatch):
-    from concurrent.futures import ThreadPoolExecutor
-
-    from imagen.privacy import background
-
+def test_an_immediate_request_stops_jobs_at_commit_and_erases_in_the_background(db, blobs, settings):
     ctx_settings = settings.model_copy(update={"retention_erasure_log_days": 3, "secret_key": "y" * 40})
     executor = Executor()
-    ctx = background.PrivacyContext(db, blobs, ctx_settings, executor, pool=None)
-    monkeypatch.setitem(background._CONTEXTS, db.engine, ctx)
+    services = SimpleNamespace(db=db, blobs=blobs, settings=ctx_settings, executor=executor)
     with db.transaction() as s:
         user, other = add_user(s), add_user(s, "bob@example.com")
         running, queued = add_generation(s, user.id, "running"), add_generation(s, other.id, "queued")
         theirs_running = add_generation(s, other.id, "running")
-        erasure = erasure_service.request(s, user=user, via="web", grace=False)
+        erasure = erasure_service.request(s, user=user, via="web", grace=False, settings=ctx_settings,
+                                          tasks=PendingTasks(), jobs=executor)
         assert erasure.subject_id_hash == subject_hash(ctx_settings.resolved_secret_key(), user.id)
         assert executor.canceled == []  # only once the request has committed
         uid = user.id
@@ -489,15 +486,20 @@ def test_with_the_apps_context_an_immediate_request_stops_jobs_at_commit_and_era
     with db.transaction() as s:
         assert s.get(Generation, queued.id).status == "queued"  # someone else's jobs
         assert s.get(Generation, theirs_running.id).cancel_requested is False
-        assert s.get(User, uid) is not None  # no pool: the erasure waits for the next pass
+        assert s.get(User, uid) is not None  # no backend to run it: the erasure waits for the next pass
 
-    ctx.pool = ThreadPoolExecutor(max_workers=1)
-    with db.transaction() as s:
-        second = add_user(s, "cy@example.com")
-        erasure_service.request(s, user=second, via="web", grace=False)
-        second_id = second.id
-        blobs.put(f"outputs/{second_id}/g/0.png", b"png")
-    ctx.pool.shutdown(wait=True)
+    tasks = InProcessTasks(services)
+    tasks.start()
+    try:
+        with db.transaction() as s:
+            second = add_user(s, "cy@example.com")
+            erasure_service.request(s, user=second, via="web", grace=False, settings=ctx_settings, tasks=tasks,
+                                    jobs=executor)
+            second_id = second.id
+            blobs.put(f"outputs/{second_id}/g/0.png", b"png")
+        assert tasks.wait_idle()
+    finally:
+        tasks.stop()
     assert list(blobs.keys(f"outputs/{second_id}/")) == []
     with db.transaction() as s:
         assert s.get(User, second_id) is None
@@ -590,23 +592,3 @@ def test_the_newest_open_request_is_the_current_one(db):
                           subject_id_hash="i"))
     with db.transaction() as s:
         assert erasure_service.current(s, user_id=uid).created_at == now
-
-
-def test_without_settings_or_an_app_the_environments_settings_apply(db, blobs, tmp_path, monkeypatch):
-    from imagen.kit.config import get_settings
-
-    monkeypatch.setenv("IMAGEN_DATA_DIR", str(tmp_path / "env-data"))
-    monkeypatch.setenv("IMAGEN_RETENTION_ERASURE_LOG_DAYS", "2")
-    get_settings.cache_clear()
-    try:
-        with db.transaction() as s:
-            user = add_user(s)
-            erasure = erasure_service.request(s, user=user, via="cli", grace=False)
-            assert erasure.subject_id_hash == subject_hash(get_settings().resolved_secret_key(), user.id)
-            uid = user.id
-        erase_user(db, blobs, None, uid)
-        with db.transaction() as s:
-            proof = s.scalars(select(Erasure)).one()
-            assert utcnow() + DAY < proof.hold_until <= utcnow() + 2 * DAY
-    finally:
-        get_settings.cache_clear()

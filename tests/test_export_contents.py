@@ -11,6 +11,7 @@ import json
 import zipfile
 from datetime import date, timedelta
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from sqlalchemy import select
@@ -19,6 +20,7 @@ from imagen.accounts.models import LoginSession, User
 from imagen.generation.models import Generation, Output
 from imagen.kit.db import Database, new_id, utcnow
 from imagen.kit.errors import Conflict, NotFound
+from imagen.kit.tasks import InProcessTasks
 from imagen.notifications.models import Notification
 from imagen.privacy import exports
 from imagen.privacy.datamap import DATA_MAP
@@ -234,19 +236,18 @@ def test_rows_come_in_batches_once_each_and_file_names_drop_the_user_folder(db, 
 # --- from the survivors of the mutation run ---
 
 
-def test_with_the_apps_context_a_request_is_built_after_the_commit_with_its_expiry(db, blobs, settings,
-                                                                                     monkeypatch):
-    from concurrent.futures import ThreadPoolExecutor
-
-    from imagen.privacy import background
-
-    ctx = background.PrivacyContext(db, blobs, settings.model_copy(update={"export_expiry_days": 2}),
-                                    pool=ThreadPoolExecutor(max_workers=1))
-    monkeypatch.setitem(background._CONTEXTS, db.engine, ctx)
+def test_a_request_is_built_after_the_commit_with_its_expiry(db, blobs, settings):
+    services = SimpleNamespace(db=db, blobs=blobs, settings=settings.model_copy(update={"export_expiry_days": 2}))
+    tasks = InProcessTasks(services)
+    tasks.start()
     uid = add_user(db)
-    with db.transaction() as s:
-        export_id = export_service.request(s, user_id=uid).id
-    ctx.pool.shutdown(wait=True)
+    try:
+        with db.transaction() as s:
+            export_id = export_service.request(s, user_id=uid, tasks=tasks).id
+            assert s.get(Export, export_id).status == "pending"  # not before the commit
+        assert tasks.wait_idle()
+    finally:
+        tasks.stop()
     with db.transaction() as s:
         export = s.get(Export, export_id)
         assert export.status == "ready" and utcnow() + DAY < export.expires_at <= utcnow() + 2 * DAY

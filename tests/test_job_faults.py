@@ -329,7 +329,8 @@ def test_job_timeout_stops_a_long_job(settings, runtime, monkeypatch):
         assert body["status"] == "failed" and body["error"] == "Timed out after 2 s (the server's limit per job)"
         assert body["progress"] < 1 and body["outputs"] == []
         monkeypatch.setattr(runtime, "run", real_run)
-        app.state.services.executor.job_timeout_seconds = 0  # however loaded this machine, the next job may take its time
+        # However loaded this machine, the next job may take its time.
+        app.state.services.executor.job_timeout_seconds = 0
         assert wait_for(c, submit(c).json()["id"], timeout=END)["status"] == "succeeded"  # the worker is free
 
 

@@ -202,7 +202,8 @@ def test_export_erase_and_residue_scan_end_to_end(app, client, new_client, setti
     # The other user is untouched, and erasing again is harmless.
     assert other.get(f"/api/v1/generations/{theirs['id']}").json()["status"] == "succeeded"
     assert other.get(theirs["outputs"][0]["url"]).status_code == 200
-    assert erase_user(app.state.services.db, app.state.services.blobs, app.state.services.executor, user_id, settings=settings) == {}
+    services = app.state.services
+    assert erase_user(services.db, services.blobs, services.executor, user_id, settings=settings) == {}
 
 
 def test_erasure_while_a_job_is_running_leaves_no_orphaned_blob(app, user_client, settings, monkeypatch):
@@ -283,7 +284,8 @@ def test_export_link_expires_and_its_file_is_purged(app, user_client):
     assert tick == {"exports": 0, "erasures": 0, "expired_exports": 1}
     assert not app.state.services.blobs.exists(key)
     assert user_client.get(f"/api/v1/me/exports/{body['id']}").json()["status"] == "expired"
-    assert exports.build_export(app.state.services.db, app.state.services.blobs, body["id"]) == "expired"  # safe to run twice
+    # Safe to run twice.
+    assert exports.build_export(app.state.services.db, app.state.services.blobs, body["id"]) == "expired"
 
 
 @pytest.fixture
@@ -434,7 +436,8 @@ def test_a_privacy_request_mail_does_not_outlive_its_hold(app, client, new_clien
     erase_user(app.state.services.db, app.state.services.blobs, app.state.services.executor, user_id, settings=settings)
     days = settings.retention_outbound_emails_days
     with app.state.services.db.transaction() as s:  # within the hold: kept, without the account's id
-        retention_service.run(s, settings=settings, blobs=app.state.services.blobs, now=utcnow() + timedelta(days=days - 1))
+        retention_service.run(s, settings=settings, blobs=app.state.services.blobs,
+                              now=utcnow() + timedelta(days=days - 1))
         kept = s.scalars(select(OutboundEmail).where(OutboundEmail.to_address == "ada@example.com")).all()
         assert kept and {m.user_id for m in kept} == {None}
     with app.state.services.db.transaction() as s:

@@ -524,4 +524,5 @@ def test_completing_a_deletion_request_erases_the_linked_account(admin, app, new
     with app.state.services.db.transaction() as s:
         assert s.get(PrivacyRequest, request_id) is None
         assert s.scalars(select(PrivacyRequestEvent).where(PrivacyRequestEvent.request_id == request_id)).all() == []
-    assert scan(app.state.services.db.engine, app.state.services.blobs, email="ada@example.com", settings=settings, now=later) == []
+    assert scan(app.state.services.db.engine, app.state.services.blobs, email="ada@example.com", settings=settings,
+                now=later) == []

@@ -11,15 +11,17 @@ import os
 import threading
 import time
 from datetime import date, timedelta
+from types import SimpleNamespace
 
 from sqlalchemy import Column, Integer, MetaData, String, Table, func, insert, select
 
 from imagen.accounts.models import SecurityEvent, User
 from imagen.kit.db import Database, new_id, utcnow
+from imagen.kit.tasks import TASKS, InProcessTasks, Scheduler, first_delay, run_task, schedule
 from imagen.privacy import retention
 from imagen.privacy.datamap import DATA_MAP, Period
 from imagen.privacy.models import Erasure, Export
-from imagen.privacy.retention import RetentionScheduler, Rule, retention_service
+from imagen.privacy.retention import Rule, retention_service
 
 DAY = timedelta(days=1)
 
@@ -196,39 +198,40 @@ def test_a_stray_input_whose_age_cannot_be_read_is_left_for_later(db, settings, 
 
 
 def test_the_scheduler_waits_runs_and_survives_a_failed_run(db, settings, blobs, monkeypatch):
-    hourly = RetentionScheduler(db, blobs, settings.model_copy(update={"retention_interval_hours": 2}))
-    assert (hourly.interval, hourly.first_delay, hourly.runs) == (7200, 300.0, 0)
-    once = RetentionScheduler(db, blobs, settings)
+    hourly = settings.model_copy(update={"retention_interval_hours": 2})
+    assert schedule(hourly)["privacy.retention"] == 7200 and first_delay("privacy.retention", hourly) == 300.0
+    assert "privacy.retention" not in schedule(settings.model_copy(update={"retention_interval_hours": 0}))
     stray = f"inputs/u1/{new_id()}/init_image.png"
     blobs.put(stray, b"x")
     old = (utcnow() - timedelta(hours=settings.retention_orphan_input_hours + 1)).timestamp()
     os.utime(blobs.local_path(stray), (old, old))
-    purges = once.run_once()
-    assert once.runs == 1 and {p.name for p in purges if p.name} == {r.item.name for r in retention.rules()}
+    purges = run_task(SimpleNamespace(db=db, blobs=blobs, settings=settings), "privacy.retention")
+    assert {p.name for p in purges if p.name} == {r.item.name for r in retention.rules()}
     assert not blobs.exists(stray)  # the scheduled run reaches the blob store too
 
     calls, ran_twice = [], threading.Event()
 
-    def flaky(self):
+    def flaky(services):
         calls.append(1)
         if len(calls) == 1:
             raise RuntimeError("database went away")
         ran_twice.set()
         return []
 
-    monkeypatch.setattr(RetentionScheduler, "run_once", flaky)
-    fast = RetentionScheduler(db, blobs, settings.model_copy(update={"retention_interval_hours": 0.0001}),
-                              first_delay=0)
+    monkeypatch.setitem(TASKS, "privacy.retention", dataclasses.replace(TASKS["privacy.retention"], fn=flaky))
+    tasks = InProcessTasks(SimpleNamespace())
+    tasks.start()
+    fast = Scheduler(tasks, settings.model_copy(update={"retention_interval_hours": 0.0001}), run_at_start=())
     fast.start()
     thread = fast._thread
     fast.start()  # a second start keeps the one thread
-    assert fast._thread is thread and thread.daemon and thread.name == "imagen-retention"
+    assert thread is not None and fast._thread is thread and thread.daemon and thread.name == "imagen-scheduler"
     try:
         assert ran_twice.wait(20), "the run after a failure did not happen"
     finally:
         fast.stop()
+        tasks.stop()
     assert fast._thread is None and not thread.is_alive()
-
 
 
 def _filler(column):
@@ -405,18 +408,21 @@ def test_stopping_does_not_wait_for_a_stuck_run(db, settings, blobs, monkeypatch
     release = threading.Event()
     started = threading.Event()
 
-    def stuck(self):
+    def stuck(services):
         started.set()
         release.wait(30)
         return []
 
-    monkeypatch.setattr(RetentionScheduler, "run_once", stuck)
-    scheduler = RetentionScheduler(db, blobs, settings, first_delay=0)
+    monkeypatch.setitem(TASKS, "privacy.retention", dataclasses.replace(TASKS["privacy.retention"], fn=stuck))
+    tasks = InProcessTasks(SimpleNamespace())
+    tasks.start()
+    scheduler = Scheduler(tasks, settings.model_copy(update={"retention_interval_hours": 0.0001}), run_at_start=())
     scheduler.start()
     try:
         assert started.wait(10)
         begun = time.monotonic()
         scheduler.stop(timeout=0.2)
-        assert time.monotonic() - begun < 5 and scheduler._thread is None
+        assert time.monotonic() - begun < 5 and scheduler._thread is None  # the run is in the task's thread
     finally:
         release.set()
+        tasks.stop()

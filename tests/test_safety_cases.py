@@ -119,7 +119,8 @@ def test_matching_upload_is_blocked_quarantined_preserved_and_suspends(app, clie
     with app.state.services.db.transaction() as s:
         assert s.scalars(select(User).where(User.email == "eve@example.com")).one().suspended_at is not None
         assert s.scalar(select(func.count()).select_from(Evidence)) == 1
-    assert not any(k.startswith("assets/") for k in app.state.services.blobs.keys(prefix=""))  # nothing stored for delivery
+    # Nothing stored for delivery.
+    assert not any(k.startswith("assets/") for k in app.state.services.blobs.keys(prefix=""))
     assert (settings.data_dir / "quarantine.key").exists()
 
     # A resized, JPEG re-encoded copy is caught too; an unrelated image passes.
@@ -188,7 +189,8 @@ def refused_like_an_upload(app, r, email: str, data: bytes, hash_type: str, subj
     assert ev.source == "upload" and ev.filename == subject and ev.ip_address == "testclient"
     assert (ev.match["hash_type"], ev.match["bank_name"]) == (hash_type, f"{hash_type}-bank")
     assert (ev.md5, ev.sha256) == (hashlib.md5(data).hexdigest(), hashlib.sha256(data).hexdigest())
-    assert app.state.services.safety.quarantine.get(ev.quarantine_blob_key) == data  # what was sent, not the re-encoding
+    # What was sent, not the re-encoding.
+    assert app.state.services.safety.quarantine.get(ev.quarantine_blob_key) == data
     with app.state.services.db.transaction() as s:
         assert s.scalars(select(User).where(User.email == email)).one().suspended_at is not None
 

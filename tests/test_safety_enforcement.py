@@ -199,7 +199,8 @@ def test_without_confirmation_a_match_is_reported_automatically_once(app, client
         assert fake.reports[case.ncmec_report_id].state == "finished"
         submitted = fake.operations().count("submit")
         # Safe to run twice: a reported case is not sent again.
-        assert report_case_automatically(app.state.services.db, app.state.services.safety.quarantine, settings, case.id) is None
+        services = app.state.services
+        assert report_case_automatically(services.db, services.safety.quarantine, settings, case.id) is None
         assert fake.operations().count("submit") == submitted == 1
     finally:
         fake.stop()
@@ -340,7 +341,8 @@ def test_preserve_extends_the_hold_of_the_case_and_its_evidence(app, client, mod
 
     def purge_at(days: int) -> None:
         with app.state.services.db.transaction() as s:
-            retention_service.run(s, settings=settings, blobs=app.state.services.blobs, now=utcnow() + timedelta(days=days))
+            retention_service.run(s, settings=settings, blobs=app.state.services.blobs,
+                                  now=utcnow() + timedelta(days=days))
 
     purge_at(400)  # past the usual year, within the extension: case, evidence, audit and file all kept
     [kept] = cases(app)

@@ -225,7 +225,8 @@ def test_queue_lists_cases_filters_them_and_names_erased_accounts(app, settings,
     assert case_row(page(moderator, "/admin/cases?status=bogus"), matched) is not None  # unknown: open
 
     # The case outlives the account (legal hold): the queue says the account is gone.
-    erase_user(app.state.services.db, app.state.services.blobs, app.state.services.executor, user_id(app, "eve@example.com"), settings=settings)
+    services = app.state.services
+    erase_user(services.db, services.blobs, services.executor, user_id(app, "eve@example.com"), settings=settings)
     assert cell(case_row(page(moderator, "/admin/cases"), matched), "account") == "eve@example.com (erased)"
 
 

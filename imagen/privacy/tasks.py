@@ -69,5 +69,5 @@ def tick(services: Services) -> dict[str, int]:
 
 @periodic("privacy.retention", every=lambda settings: settings.retention_interval_hours * 3600,
           first=lambda settings: min(RETENTION_FIRST_DELAY_SECONDS, settings.retention_interval_hours * 3600))
-def retention(services: Services) -> None:
-    run_retention(services.db, services.blobs, services.settings)
+def retention(services: Services) -> list:
+    return run_retention(services.db, services.blobs, services.settings)
