@@ -17,6 +17,7 @@ import time
 import uuid
 import zipfile
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import boto3
@@ -210,6 +211,27 @@ def test_a_changed_object_during_download_is_fetched_again(store: S3BlobStore, m
     assert store.local_path("assets/u1/m").read_bytes() == b"new"
     assert len(heads) == 2 and heads[0] != heads[1]
     assert len(list(store.cache.root.iterdir())) == 1  # nothing cached under the stale ETag
+
+
+def test_simultaneous_readers_share_one_download_and_leave_no_temp_file(store: S3BlobStore):
+    store.put("assets/u1/ckpt", os.urandom(256 * 1024))
+    gets = count_calls(store, "GetObject")
+    with ThreadPoolExecutor(8) as pool:
+        paths = list(pool.map(lambda _: store.local_path("assets/u1/ckpt"), range(8)))
+    assert len(set(paths)) == 1 and len(gets) == 1
+    assert [p.name for p in store.cache.root.iterdir()] == [paths[0].name]
+
+
+def test_the_cache_ignores_live_temp_files_and_removes_abandoned_ones(tmp_path: Path):
+    cache = BlobCache(tmp_path / "cache", max_bytes=10)
+    live, abandoned = cache.root / ".tmp-live", cache.root / ".tmp-crashed"
+    live.write_bytes(b"x" * 100)  # another process's download in progress: not counted, not removed
+    abandoned.write_bytes(b"x" * 100)
+    old = time.time() - 2 * 3600
+    os.utime(abandoned, (old, old))
+    path = cache.get_or_fill("k", '"etag"', old, lambda f: f.write(b"12345"))
+    assert path.read_bytes() == b"12345" and live.exists() and not abandoned.exists()
+    assert path.stat().st_mtime == old  # the blob's time, as given
 
 
 # ---- presigned URLs ----
