@@ -159,6 +159,25 @@ def test_put_file_streams_in_parts_above_the_threshold_and_removes_the_file(stor
     assert store.staging_dir().is_relative_to(tmp_path)
 
 
+def test_clean_staging_aborts_multipart_uploads_abandoned_for_a_day(store: S3BlobStore, monkeypatch):
+    upload = store.client.create_multipart_upload(Bucket=store.bucket, Key="assets/u1/crashed")["UploadId"]
+    store.client.upload_part(Bucket=store.bucket, Key="assets/u1/crashed", UploadId=upload, PartNumber=1,
+                             Body=b"x" * 1024)
+    stale = store.staging_dir() / "upload-old"
+    stale.write_bytes(b"x")
+    os.utime(stale, (time.time() - 120, time.time() - 120))
+    # moto says every upload started in 2010: a bound reaching further back makes it a young (maybe live) one.
+    monkeypatch.setattr(store, "stale_multipart_seconds", 100 * 365 * 24 * 3600)
+    assert store.clean_staging(60) == 1  # the local file only
+    assert len(store.client.list_multipart_uploads(Bucket=store.bucket).get("Uploads", [])) == 1
+    monkeypatch.undo()  # a day: the upload is abandoned
+    assert store.clean_staging(60) == 1
+    assert store.client.list_multipart_uploads(Bucket=store.bucket).get("Uploads", []) == []
+    with Stubber(store.client) as stub:  # credentials that may not list uploads: the start goes on, with a warning
+        stub.add_client_error("list_multipart_uploads", service_error_code="AccessDenied", http_status_code=403)
+        assert store.clean_staging(60) == 0
+
+
 # ---- the local cache of remote blobs ----
 
 def test_local_path_downloads_once_and_follows_a_replaced_object(store: S3BlobStore):
@@ -242,7 +261,7 @@ def test_presigned_url_serves_the_bytes_and_the_download_name(store: S3BlobStore
     assert url is not None and "X-Amz-Signature=" in url and "X-Amz-Expires=60" in url
     got = httpx.get(url)
     assert got.status_code == 200 and got.content == b"\x89PNG-bytes"
-    assert got.headers["content-type"] == "image/png"
+    assert got.headers["content-type"] == "image/png" and got.headers["cache-control"] == "private, no-store"
     attached = httpx.get(store.presigned_url("outputs/u1/o.png", 60, download_name="imagen-o.png"))
     assert attached.headers["content-disposition"] == 'attachment; filename="imagen-o.png"'
     assert LocalBlobStore(store.staging_dir() / "local").presigned_url("x", 60) is None

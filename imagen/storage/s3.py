@@ -7,6 +7,8 @@ local cache (`cache.py`); uploads are staged in a local folder and then streamed
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
@@ -21,6 +23,7 @@ from imagen.storage.cache import BlobCache
 if TYPE_CHECKING:
     from imagen.kit.config import Settings
 
+log = logging.getLogger(__name__)
 MISSING_CODES = {"404", "NoSuchKey", "NotFound"}
 CHUNK = 1 << 20
 
@@ -42,6 +45,9 @@ def _check_key(key: str) -> str:
 
 class S3BlobStore(BlobStore):
     list_page = 1000  # keys per list request (S3's most)
+    # A multipart upload never completed (its process died) holds its parts, invisible to listing, until aborted.
+    # None legitimate runs a day; uploads of other live processes are younger.
+    stale_multipart_seconds = 24 * 3600
 
     def __init__(self, client: Any, bucket: str, *, staging: Path, cache: BlobCache,
                  transfer: TransferConfig | None = None, cdn_base_url: str = "") -> None:
@@ -94,6 +100,22 @@ class S3BlobStore(BlobStore):
         self.staging.mkdir(parents=True, exist_ok=True)
         return self.staging
 
+    def clean_staging(self, older_than: float) -> int:
+        """The local staging files, and the bucket's multipart uploads abandoned for a day; returns how many."""
+        removed = super().clean_staging(older_than)
+        cutoff = time.time() - self.stale_multipart_seconds
+        try:
+            for page in self.client.get_paginator("list_multipart_uploads").paginate(Bucket=self.bucket):
+                for upload in page.get("Uploads", ()):
+                    if upload["Initiated"].timestamp() < cutoff:
+                        self.client.abort_multipart_upload(Bucket=self.bucket, Key=upload["Key"],
+                                                           UploadId=upload["UploadId"])
+                        removed += 1
+        except ClientError as exc:  # credentials without s3:ListBucketMultipartUploads: a lifecycle rule must do it
+            log.warning("abandoned multipart uploads in bucket %s not cleaned (%s); add a lifecycle rule that "
+                        "aborts incomplete multipart uploads", self.bucket, _code(exc))
+        return removed
+
     def open_stream(self, key: str, chunk_size: int = CHUNK) -> Iterator[bytes]:
         try:  # fetched now, so a missing blob raises here rather than half-way through a response
             body = self.client.get_object(Bucket=self.bucket, Key=_check_key(key))["Body"]
@@ -143,7 +165,8 @@ class S3BlobStore(BlobStore):
         """A time-limited GET URL signed for the bucket's endpoint. With a CDN base URL, only the scheme and host
         (plus the base's path, in front) change: the CDN must forward path and query string unchanged to the
         host the URL was signed for, and the storage service, not the CDN, checks the signature and expiry."""
-        params = {"Bucket": self.bucket, "Key": _check_key(key)}
+        # No shared cache (a CDN) may keep the bytes: the object can be erased while a URL is still out.
+        params = {"Bucket": self.bucket, "Key": _check_key(key), "ResponseCacheControl": "private, no-store"}
         if download_name:
             params["ResponseContentDisposition"] = f'attachment; filename="{download_name}"'
         url = self.client.generate_presigned_url("get_object", Params=params, ExpiresIn=expires_seconds)
