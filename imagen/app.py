@@ -44,8 +44,6 @@ log = logging.getLogger(__name__)
 def create_app(settings: Settings | None = None, *, run_migrations: bool = True,
                runtime: Runtime | None = None) -> FastAPI:
     settings = settings or get_settings()
-    if unbuilt := settings.unbuilt_backends():
-        raise ValueError(f"{', '.join(unbuilt)}: not available in this build (use local)")
     for var, what in settings.unset_operator_settings():  # production refuses these in Settings
         log.warning("%s is not set (%s): the published privacy policy shows a placeholder", var, what)
 

@@ -70,9 +70,6 @@ def serve(
         for error in exc.errors():
             console.print(f"[red]{escape(str(error['msg']).removeprefix('Value error, '))}[/]")
         raise typer.Exit(2) from None
-    if unbuilt := settings.unbuilt_backends():
-        console.print(f"[red]{escape(', '.join(unbuilt))}: not available in this build (use local).[/]")
-        raise typer.Exit(2)
     if unset := settings.unset_operator_settings():
         console.print("[yellow]Warning: the published privacy policy shows placeholders; set "
                       + escape(", ".join(f"{var} ({what})" for var, what in unset))

@@ -75,14 +75,15 @@ class Services:
         if self.executor is not None:
             self.executor.stop()
         self.tasks.stop()
+        close = getattr(self.runtime, "close", None)  # a remote runtime's HTTP client (RunPod)
+        if callable(close):
+            close()
         self.db.dispose()
 
 
 def build_services(settings: Settings, *, role: Role = "web", run_migrations: bool = True,
                    runtime: Any = None) -> Services:
     """Everything the process needs, not yet started (`Services.start` starts the threads)."""
-    if unbuilt := settings.unbuilt_backends():
-        raise ValueError(f"{', '.join(unbuilt)}: not available in this build (use local)")
     settings.ensure_data_dir()
     if run_migrations:
         migrate.upgrade(settings.resolved_database_url)

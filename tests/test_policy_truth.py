@@ -18,7 +18,6 @@ from sqlalchemy import func, select, update
 from typer.testing import CliRunner
 
 from imagen.accounts.models import User
-from imagen.app import create_app
 from imagen.cli import app as cli
 from imagen.kit.config import Settings, get_settings
 from imagen.mail.models import OutboundEmail
@@ -272,20 +271,15 @@ def test_serve_warns_in_development_and_refuses_in_production(tmp_path, monkeypa
         get_settings.cache_clear()
 
 
-# ---- backends the policy can name but this build does not have ----
+# ---- the production backends say what they are missing ----
 
-def test_runpod_and_s3_validate_but_nothing_starts_with_them(tmp_path):
+def test_runpod_s3_and_celery_name_the_settings_they_need():
     with pytest.raises(ValidationError, match="IMAGEN_RUNPOD_ENDPOINT_ID and IMAGEN_RUNPOD_API_KEY"):
         Settings(executor="runpod")
     with pytest.raises(ValidationError, match="IMAGEN_S3_BUCKET"):
         Settings(storage="s3")
-    with pytest.raises(ValidationError, match="executor"):
+    with pytest.raises(ValidationError, match="IMAGEN_BROKER_URL"):
         Settings(executor="celery")
-    full = Settings(**FULL, data_dir=tmp_path)
-    assert full.unbuilt_backends() == ["IMAGEN_EXECUTOR=runpod"]  # S3 is built: tests/test_s3_storage.py
-    with pytest.raises(ValueError, match="not available in this build"):
-        create_app(full)
-    assert Settings().unbuilt_backends() == []
 
 
 # ---- pages never claim a mail was sent when the backend only logs it ----

@@ -29,8 +29,10 @@ from typing import Any
 
 import httpx
 import pytest
+from fastapi.testclient import TestClient
 from PIL import Image
 
+from imagen.app import create_app
 from imagen.executors import runpod_handler
 from imagen.executors.runpod import (
     NO_MODEL_URL,
@@ -42,12 +44,13 @@ from imagen.executors.runpod import (
     encode_spec,
 )
 from imagen.executors.runpod_handler import ModelFiles, make_handler, run_job
+from imagen.generation.models import Generation
 from imagen.inference.checkpoints import file_sha256
 from imagen.inference.runtime import Runtime
 from imagen.inference.spec import CheckpointMismatch, JobCanceled, JobSpec, ModelLoadError, ModelRef
 from imagen.inference.synthetic import build_tiny_lora
 from imagen.inference.tiny import TINY_NAME
-from tests.conftest import wait_for
+from tests.conftest import signup, wait_for
 from tests.test_generation import submit
 
 SECRET_PROMPT = "a lighthouse named Quillon-7f3a"  # must never reach the worker's log
@@ -281,6 +284,31 @@ def test_generation_through_runpod_succeeds_and_failures_are_clear(user_client, 
                                  submit_retry_delays=(0.01,)))
     body = wait_for(user_client, submit(user_client).json()["id"], timeout=60)
     assert body["status"] == "failed" and body["error"] == UNREACHABLE
+
+
+def test_imagen_executor_runpod_runs_the_apps_jobs_on_the_endpoint_with_the_local_bytes(settings, runtime, worker):
+    """IMAGEN_EXECUTOR=runpod: the composition root gives the app a RunPodRuntime (no local model loaded), and a job
+    submitted through the API comes back from the worker with the bytes the local runtime makes for it."""
+    remote = settings.model_copy(update={"executor": "runpod", "runpod_endpoint_id": "ep", "runpod_api_key": "k",
+                                         "runpod_base_url": "https://api.runpod.invalid/v2"})
+    app = create_app(remote, run_migrations=False)  # no runtime passed: the wiring builds it from the settings
+    with TestClient(app, base_url="https://testserver") as client:
+        signup(client)
+        services = app.state.services
+        assert isinstance(services.runtime, RunPodRuntime)
+        assert str(services.runtime.http.base_url).rstrip("/") == "https://api.runpod.invalid/v2/ep"
+        assert services.runtime.http.headers["authorization"] == "Bearer k"
+        # The SDK's local server answers at its root, not at /v2/<endpoint id>: point the same runtime there.
+        services.runtime.http.base_url = worker.url
+        services.runtime.http.timeout = httpx.Timeout(JOB_SECONDS)
+        body = wait_for(client, submit(client, prompt="a lighthouse", steps=3, seed=5).json()["id"],
+                        timeout=JOB_SECONDS)
+        assert body["status"] == "succeeded", body
+        with services.db.transaction() as s:
+            gen = s.get(Generation, body["id"])
+            spec = JobSpec(gen.pipeline, dict(gen.params), tiny_ref(runtime))
+        served = client.get(body["outputs"][0]["url"]).content
+    assert served == runtime.run(spec).images[0].png
 
 
 # ---- what the local server cannot show: a scripted endpoint speaking RunPod's API ----

@@ -1,6 +1,8 @@
 """The generation side of the composition root: which runtime, executor and signals a process gets, by its role.
 
 Embedded (`IMAGEN_EXECUTOR=local`): the web process runs jobs itself, one at a time, on the in-process executor.
+RunPod (`IMAGEN_EXECUTOR=runpod`): the same in-process executor claims jobs fairly, but its runtime sends each one to
+the serverless endpoint (imagen/executors/runpod.py) and stores what comes back; nothing is loaded here.
 Fleet (`IMAGEN_EXECUTOR=celery`, imagen/fleet/): the web process routes tickets and wakes its streams from Redis (its
 runtime only names and hashes the built-in checkpoints for submits; it never loads one); `imagen worker` runs them.
 """
@@ -29,8 +31,12 @@ def attach_generation(services: Any, *, runtime: Runtime | None = None) -> None:
     services.run_executor = settings.worker_autostart  # off: tests drive the executor by hand
 
 
-def _runtime(services: Any, runtime: Runtime | None) -> Runtime:
+def _runtime(services: Any, runtime: Runtime | None) -> Any:
     settings = services.settings
+    if runtime is None and settings.executor == "runpod":
+        from imagen.executors.runpod import RunPodRuntime
+
+        return RunPodRuntime.from_settings(settings, services.blobs)
     runtime = runtime or Runtime(settings.resolved_models_dir, device=settings.device,
                                  cache_bytes=settings.model_cache_bytes)
     # Uploaded models are read from this process's blob store (a runtime passed in, as in tests, is re-pointed).

@@ -34,8 +34,7 @@ class Settings(BaseSettings):
     data_dir: Path = Path("./imagen-data")
     database_url: str | None = None
     secret_key: str | None = None
-    # "runpod" is not built yet: it validates (so the policy and data map can be rendered for it) but a server or
-    # command refuses to start with it (`Settings.unbuilt_backends`), so nothing runs against it.
+    # Where generations run: in this process (local), on an `imagen worker` fleet (celery), or on RunPod serverless.
     executor: Literal["local", "celery", "runpod"] = "local"
     storage: Literal["local", "s3"] = "local"
     # IMAGEN_EXECUTOR=celery (imagen/fleet/, docs/fleet.md): the broker (Redis or RabbitMQ) and the Redis that carries
@@ -238,13 +237,6 @@ class Settings(BaseSettings):
             if not value or value == UNSET_OPERATOR[name] or value.startswith("["):
                 unset.append((var, what))
         return unset
-
-    def unbuilt_backends(self) -> list[str]:
-        """Configured backends this build does not have: a server or command must not start with them."""
-        found = []
-        if self.executor not in ("local", "celery"):
-            found.append(f"IMAGEN_EXECUTOR={self.executor}")
-        return found
 
     @property
     def mail_delivered(self) -> bool:
