@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import importlib.util
 import json
 import os
 import re
@@ -142,7 +143,8 @@ def test_compose_services_run_real_imagen_commands(compose: dict[str, Any]) -> N
     parsed = {}
     for name in IMAGEN_SERVICES:
         service = services[name]
-        assert service["image"].startswith("imagen:") and service["build"]["dockerfile"] == "deploy/Dockerfile"
+        assert service["image"].startswith("imagen:")
+        assert (service["build"]["dockerfile"], service["build"]["target"]) == ("deploy/Dockerfile", "imagen")
         parsed[name] = parse_imagen_command([interpolate(str(a)) for a in service["command"]])
     assert parsed["migrate"].command_path == "imagen db upgrade"
     assert parsed["api"].command_path == "imagen serve" and parsed["api"].params["host"] == "0.0.0.0"
@@ -200,9 +202,15 @@ def test_env_example_names_only_real_settings_and_holds_no_secret() -> None:
     assert {name for name, _, _ in compose_vars} <= names
 
 
-def test_dockerfile_entrypoint_and_default_command() -> None:
+def test_dockerfile_entrypoints_and_default_command() -> None:
     text = (DEPLOY / "Dockerfile").read_text(encoding="utf-8")
-    assert json.loads(re.search(r"(?m)^ENTRYPOINT (.+)$", text).group(1)) == ["imagen"]  # type: ignore[union-attr]
-    cmd = json.loads(re.search(r"(?m)^CMD (.+)$", text).group(1))  # type: ignore[union-attr]
+    stages = re.split(r"(?m)^FROM ", text)
+    assert stages[-1].splitlines()[0] == "base AS imagen"  # the default target is the last stage
+    assert json.loads(re.search(r"(?m)^ENTRYPOINT (.+)$", stages[-1]).group(1)) == ["imagen"]  # type: ignore[union-attr]
+    cmd = json.loads(re.search(r"(?m)^CMD (.+)$", stages[-1]).group(1))  # type: ignore[union-attr]
     assert parse_imagen_command(cmd).command_path == "imagen serve"
-    assert re.search(r"(?m)^USER imagen$", text) and "http://127.0.0.1:8000/healthz" in text
+    assert "http://127.0.0.1:8000/healthz" in stages[-1]
+    runpod = next(stage for stage in stages if stage.startswith("base AS runpod"))
+    entry = json.loads(re.search(r"(?m)^ENTRYPOINT (.+)$", runpod).group(1))  # type: ignore[union-attr]
+    assert entry[:2] == ["python", "-m"] and importlib.util.find_spec(entry[2]) is not None
+    assert re.search(r"(?m)^USER imagen$", text)
