@@ -17,8 +17,9 @@ from urllib.parse import urlsplit, urlunsplit
 from boto3.s3.transfer import TransferConfig
 from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError, NoCredentialsError
 
-from imagen.storage.base import BlobNotFound, BlobStore
+from imagen.storage.base import BlobNotFound, BlobStore, remove_unwritten
 from imagen.storage.cache import BlobCache
+from imagen.storage.local import STALE_STAGING_SECONDS
 
 if TYPE_CHECKING:
     from imagen.kit.config import Settings
@@ -98,6 +99,7 @@ class S3BlobStore(BlobStore):
 
     def staging_dir(self) -> Path:
         self.staging.mkdir(parents=True, exist_ok=True)
+        remove_unwritten(self.staging, STALE_STAGING_SECONDS)  # as the local store does: crashes leave files
         return self.staging
 
     def clean_staging(self, older_than: float) -> int:
