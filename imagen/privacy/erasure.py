@@ -177,6 +177,9 @@ def erase_user(db: Database, blobs: BlobStore, executor: JobControl | None, user
         if table is not None and item.file_column and item.erasure == "delete":
             summary[item.name] = _delete_with_files(db, blobs, item, table, user_id, email)
 
+    # Files first, so an erasure recorded as completed has none left; the sweep after the commit catches any a job
+    # that finished meanwhile wrote.
+    swept = _sweep(blobs, user_id)
     with db.transaction() as session:
         for item in DATA_MAP:
             table = tables.get(item.table or "")
@@ -197,7 +200,7 @@ def erase_user(db: Database, blobs: BlobStore, executor: JobControl | None, user
         summary["account"] = session.execute(delete(User).where(User.id == user_id)).rowcount
         session.execute(update(Erasure).where(Erasure.id == erasure_id).values(
             status="completed", completed_at=now, summary=summary))
-    summary["blobs"] = _sweep(blobs, user_id)
+    summary["blobs"] = swept + _sweep(blobs, user_id)
     log.info("erased account %s: %s", erasure_id, summary)
     if verify:
         _verify(db, blobs, settings, erasure_id, found, summary)
