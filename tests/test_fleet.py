@@ -374,3 +374,39 @@ def test_fleet_survives_a_worker_killed_mid_job(fleet):
     requeued = [i for i, (name, e) in enumerate(events) if name == "progress" and e["status"] == "queued"]
     assert requeued, events  # the stream saw the job go back to the queue after the kill, then run again
     assert any(0 < e["progress"] < 1 for _, e in events[requeued[-1]:] if e.get("status") == "running")
+
+
+AMQP_URL = os.environ.get("IMAGEN_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672//")
+
+
+def test_tasks_run_through_a_rabbitmq_broker_too(monkeypatch, redis_url, tmp_path):
+    """The broker may be RabbitMQ (Redis then only carries progress, cancels and the registry): a task enqueued by
+    `CeleryTasks` reaches a worker consuming that queue and runs with the worker's services."""
+    from celery.contrib.testing.worker import start_worker
+
+    from imagen.fleet.celery_app import CeleryTasks, set_worker_services
+    from imagen.kit.config import Settings
+    from imagen.kit.tasks import TASKS, TaskDef
+
+    queue = f"imagen-test-{new_id()}"  # a queue of this test's own: nothing left by another run is consumed
+    ran: list[tuple[Any, str]] = []
+    done = threading.Event()
+
+    def record(services: Any, value: str) -> None:
+        ran.append((services, value))
+        done.set()
+
+    monkeypatch.setitem(TASKS, "test.record", TaskDef("test.record", record, queue))
+    settings = Settings(data_dir=tmp_path, executor="celery", broker_url=AMQP_URL, redis_url=redis_url)
+    tasks = CeleryTasks(settings)
+    worker_services = object()
+    set_worker_services(worker_services)
+    try:
+        with start_worker(tasks.app, pool="threads", concurrency=1, queues=[queue], perform_ping_check=False,
+                          shutdown_timeout=30):
+            tasks.enqueue("test.record", "hello")
+            assert done.wait(30), "the task did not arrive through RabbitMQ"
+    finally:
+        set_worker_services(None)
+        tasks.app.connection_for_write().default_channel.queue_delete(queue)
+    assert ran == [(worker_services, "hello")]
