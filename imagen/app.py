@@ -12,6 +12,7 @@ import anyio.to_thread
 from fastapi import Depends, FastAPI
 from fastapi.staticfiles import StaticFiles
 
+from imagen.a1111.endpoints import router as a1111_router
 from imagen.accounts.endpoints import router as accounts_router
 from imagen.assets.endpoints import router as assets_router
 from imagen.consent.endpoints import router as consent_router
@@ -36,6 +37,7 @@ from imagen.safety.endpoints import router as safety_router
 from imagen.safety.pages import router as safety_pages_router
 from imagen.services import build_services
 from imagen.web.pages import router as pages_router
+from imagen.webhooks.endpoints import router as webhooks_router
 from imagen.workflows.endpoints import router as workflows_router
 
 log = logging.getLogger(__name__)
@@ -87,7 +89,7 @@ def create_app(settings: Settings | None = None, *, run_migrations: bool = True,
     for router in (accounts_router, assets_router, workflows_router, generation_router, privacy_router,
                    notifications_router, privacy_centre_router, privacy_requests_router, consent_router,
                    marketing_router, privacy_me_router, safety_banks_router, safety_router, safety_pages_router,
-                   pages_router):
+                   webhooks_router, a1111_router, pages_router):
         app.include_router(router, responses=ERROR_RESPONSES)
     app.mount("/static", StaticFiles(directory=Path(__file__).parent / "web" / "static"), name="static")
     return app

@@ -1,5 +1,6 @@
 """Import every domain's tables so that metadata (and Alembic) sees them all."""
 
+from imagen.a1111 import models as a1111_models
 from imagen.accounts import models as accounts_models
 from imagen.assets import models as assets_models
 from imagen.consent import models as consent_models
@@ -13,10 +14,11 @@ from imagen.privacy.records import models as privacy_records_models
 from imagen.privacy.requests import models as privacy_requests_models
 from imagen.safety import bank_models as safety_bank_models
 from imagen.safety import models as safety_models
+from imagen.webhooks import models as webhooks_models
 from imagen.workflows import models as workflows_models
 
 __all__ = [
-    "Base", "accounts_models", "assets_models", "consent_models", "generation_models", "mail_models",
+    "Base", "a1111_models", "accounts_models", "assets_models", "consent_models", "generation_models", "mail_models",
     "notifications_models", "privacy_minors_models", "privacy_models", "privacy_records_models",
-    "privacy_requests_models", "safety_bank_models", "safety_models", "workflows_models",
+    "privacy_requests_models", "safety_bank_models", "safety_models", "webhooks_models", "workflows_models",
 ]

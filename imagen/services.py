@@ -27,7 +27,8 @@ import imagen.generation.tasks
 import imagen.mail.tasks
 import imagen.models
 import imagen.privacy.tasks
-import imagen.safety.tasks  # noqa: F401
+import imagen.safety.tasks
+import imagen.webhooks.tasks  # noqa: F401
 from imagen.kit import migrate
 from imagen.kit.config import Settings
 from imagen.kit.db import Database, utcnow

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -32,10 +34,21 @@ class Principal:
     login_session: LoginSession | None = None
 
 
+def _basic_password(value: str) -> str:
+    """The password of an HTTP Basic header (A1111 clients send the API key there, with any user name)."""
+    try:
+        decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
+    except (binascii.Error, ValueError):
+        raise Unauthorized("Malformed Basic credentials") from None
+    return decoded.partition(":")[2]
+
+
 def _resolve_principal(request: Request, session: Session) -> Principal | None:
     auth = request.headers.get("authorization", "")
-    if auth.lower().startswith("bearer "):
-        user = account_service.api_key_user(session, auth[7:].strip())
+    scheme = auth[:6].lower()
+    if scheme.startswith("bearer") or scheme == "basic ":
+        key = auth[7:].strip() if scheme.startswith("bearer") else _basic_password(auth[6:])
+        user = account_service.api_key_user(session, key) if key else None
         if user is None:
             raise Unauthorized("Invalid API key")
         return Principal(user=user, via="api_key")
@@ -53,11 +66,18 @@ def _resolve_principal(request: Request, session: Session) -> Principal | None:
 def get_principal(request: Request, session: SessionDep) -> Principal:
     principal = _resolve_principal(request, session)
     if principal is None:
-        raise Unauthorized("Log in or send an API key (Authorization: Bearer …)")
+        raise Unauthorized("Log in or send an API key (Authorization: Bearer …, or Basic with the key as the "
+                           "password)")
     # After a material policy change, writes wait for the user's acceptance (privacy functions excepted).
     consent_service.require_policy_accepted(session, user_id=principal.user.id, method=request.method,
                                             path=request.url.path)
     return principal
+
+
+def authenticate(request: Request, session: Session) -> User:
+    """`get_principal` for an endpoint that opens its own transactions (one that waits long without holding a
+    connection: imagen/a1111)."""
+    return get_principal(request, session).user
 
 
 def get_optional_principal(request: Request, session: SessionDep) -> Principal | None:

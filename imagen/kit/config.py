@@ -193,6 +193,19 @@ class Settings(BaseSettings):
 
     worker_autostart: bool = Field(default=True, description="start the in-process worker with the app")
 
+    # The AUTOMATIC1111-compatible API (imagen/a1111) and webhooks (imagen/webhooks)
+    a1111_wait_seconds: float = Field(default=0.0, ge=0, description="/sdapi/v1 txt2img/img2img wait at most this "
+                                      "for their job; 0: the job timeout plus IMAGEN_JOB_STALE_SECONDS")
+    webhooks_allow_private: bool = Field(default=False, description="allow webhook targets on private or loopback "
+                                         "addresses (local testing only)")
+    webhooks_interval_seconds: float = Field(default=5.0, ge=0, description="how often due webhook deliveries "
+                                             "are sent (new and retried); 0 disables the schedule")
+    webhooks_retry_seconds: float = Field(default=30.0, ge=0, description="first retry delay, doubled each time")
+    webhooks_max_attempts: int = Field(default=8, ge=1, description="attempts per delivery before it is given up")
+    webhooks_disable_after: int = Field(default=20, ge=1, description="consecutive failed attempts that disable "
+                                        "an endpoint")
+    webhooks_timeout_seconds: float = Field(default=10.0, gt=0, description="per delivery attempt")
+
     @field_validator("consent_defaults_elsewhere")
     @classmethod
     def _known_consent_purposes(cls, value: str) -> str:

@@ -55,7 +55,11 @@ def export_key(user_id: str, export_id: str) -> str:
 
 
 def download_url(export: Export) -> str:
-    return f"/api/v1/me/exports/{export.id}/download"
+    return download_url_for(export.id)
+
+
+def download_url_for(export_id: str) -> str:
+    return f"/api/v1/me/exports/{export_id}/download"
 
 
 def _tables() -> dict[str, Table]:
@@ -151,6 +155,7 @@ def build_export(db: Database, blobs: BlobStore, export_id: str, *, expiry_days:
 
 def _publish(db: Database, blobs: BlobStore, export_id: str, user_id: str, tmp: Path, expiry_days: int) -> str:
     from imagen.notifications.service import notification_service
+    from imagen.webhooks.service import webhook_service
 
     key, size = export_key(user_id, export_id), tmp.stat().st_size
     with db.transaction() as session:
@@ -169,6 +174,9 @@ def _publish(db: Database, blobs: BlobStore, export_id: str, user_id: str, tmp: 
             session, user_id=user_id, kind="export_ready", title="Your data export is ready",
             body=f"Download it before {expires:%Y-%m-%d %H:%M} UTC; after that, request a new one.",
             link=f"/api/v1/me/exports/{export_id}/download")
+        webhook_service.emit(session, user_id=user_id, event="export.ready", data={
+            "id": export_id, "url": download_url_for(export_id), "size_bytes": size,
+            "expires_at": expires.isoformat()})
     return "ready"
 
 

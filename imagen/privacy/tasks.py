@@ -29,7 +29,9 @@ RETENTION_FIRST_DELAY_SECONDS = 300.0  # not in the way of a start, and not skip
 
 @task("privacy.build_export")
 def build_export_task(services: Services, export_id: str) -> None:
-    build_export(services.db, services.blobs, export_id, expiry_days=services.settings.export_expiry_days)
+    if build_export(services.db, services.blobs, export_id,
+                    expiry_days=services.settings.export_expiry_days) == "ready":
+        services.tasks.enqueue("webhooks.send_due")  # its export.ready event now, not at the next pass
 
 
 @task("privacy.erase_user")
