@@ -158,6 +158,25 @@ DATA_MAP: list[DataItem] = [
         erasure="delete", table="api_keys", user_column="user_id", export_exclude=("key_hash",),
         providers=("hosting",)),
     DataItem(
+        name="a1111_options", category="settings", source="provided",
+        description="the default checkpoint chosen for the AUTOMATIC1111-compatible API",
+        purpose="use the checkpoint the user chose for their /sdapi/v1 calls", legal_basis=_CONTRACT,
+        retention=ACCOUNT_LIFETIME, erasure="delete", table="a1111_options", user_column="user_id",
+        providers=("hosting",)),
+    DataItem(
+        name="webhook_endpoints", category="integrations", source="provided",
+        description="webhook URLs the user registered, the events they asked for, their delivery health",
+        purpose="tell the user's own systems of their events", legal_basis=_CONTRACT,
+        retention="until the user deletes the webhook or the account", erasure="delete",
+        table="webhook_endpoints", user_column="user_id", export_exclude=("secret",),
+        providers=("hosting",)),
+    DataItem(
+        name="webhook_deliveries", category="integrations", source="generated",
+        description="the delivery log: each event sent to a webhook (its payload, attempts, outcome)",
+        purpose="deliver events with retries and show the user what was sent", legal_basis=_CONTRACT,
+        retention="until the user deletes the webhook or the account", erasure="delete",
+        table="webhook_deliveries", user_column="user_id", providers=("hosting",)),
+    DataItem(
         name="security_events", category="security log", source="automatic",
         description="sign-ups, logins, logouts, failed logins with IP address and browser",
         purpose="secure accounts, detect abuse (policy §1.2, §9)", legal_basis=_SECURITY,
