@@ -45,9 +45,9 @@ def _basic_password(value: str) -> str:
 
 def _resolve_principal(request: Request, session: Session) -> Principal | None:
     auth = request.headers.get("authorization", "")
-    scheme = auth[:6].lower()
-    if scheme.startswith("bearer") or scheme == "basic ":
-        key = auth[7:].strip() if scheme.startswith("bearer") else _basic_password(auth[6:])
+    scheme = auth[:7].lower()
+    if scheme == "bearer " or scheme.startswith("basic "):
+        key = auth[7:].strip() if scheme == "bearer " else _basic_password(auth[6:])
         user = account_service.api_key_user(session, key) if key else None
         if user is None:
             raise Unauthorized("Invalid API key")
