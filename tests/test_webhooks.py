@@ -195,3 +195,32 @@ def test_a_redirect_to_a_private_address_is_not_followed():
     seen.clear()
     assert send(attempt, allow_private=True, timeout=5, transport=httpx.MockTransport(handler)).ok
     assert seen == ["https://93.184.216.34/hook", "http://127.0.0.1:8080/internal"]
+
+
+def test_erasure_removes_the_endpoints_and_the_delivery_log(hook_app, hook_client):
+    from sqlalchemy import func, select
+
+    from imagen.a1111.models import A1111Options
+    from imagen.accounts.models import User
+    from imagen.webhooks.models import WebhookDelivery, WebhookEndpoint
+    from tests.conftest import PASSWORD
+
+    with Receiver([500]) as receiver:
+        register(hook_client, receiver.url, ["generation.succeeded"])
+        generate(hook_client)
+        passes(hook_app, receiver, until=1)
+    assert hook_client.post("/sdapi/v1/options", json={"sd_model_checkpoint": "imagen-tiny"}).status_code == 200
+    user_id = hook_client.get("/api/v1/me").json()["id"]
+    db = hook_app.state.services.db
+    with db.transaction() as s:
+        assert s.scalar(select(func.count()).select_from(WebhookDelivery)) == 1
+    assert hook_client.request("DELETE", "/api/v1/me", json={"password": PASSWORD}).status_code == 202
+    deadline, left = time.monotonic() + 60, None
+    while time.monotonic() < deadline:
+        with db.transaction() as s:
+            left = (s.get(User, user_id), *(s.scalar(select(func.count()).select_from(t))
+                                           for t in (WebhookEndpoint, WebhookDelivery, A1111Options)))
+        if left == (None, 0, 0, 0):
+            break
+        time.sleep(0.05)
+    assert left == (None, 0, 0, 0)
