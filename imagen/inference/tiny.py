@@ -14,6 +14,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from imagen.inference import demo
+
 TINY_NAME = "imagen-tiny"
 TINY_XL_NAME = "imagen-tiny-xl"
 _SEED = 20260429
@@ -149,6 +151,8 @@ def build_tiny_xl_pipeline(target: Path) -> Path:
 
 
 BUILTINS: dict[str, Callable[[Path], Path]] = {TINY_NAME: build_tiny_pipeline, TINY_XL_NAME: build_tiny_xl_pipeline}
+if demo.shipped():  # trained weights shipped in the package (imagen/inference/demo), copied on first use
+    BUILTINS[demo.DEMO_NAME] = demo.install_demo
 
 
 def ensure_builtin(models_dir: Path, name: str) -> Path:

@@ -1,0 +1,300 @@
+"""Train `imagen-demo` and its striped-style LoRA from nothing, on pictures drawn by `shapes.py`.
+
+    python -m imagen.inference.demo.train --out DIR [--seed N] [--threads T] [--device cpu|cuda]
+
+Three stages, each seeded: (1) the VAE (SD's AutoencoderKL layout, 4 levels, so 64x64 pictures become 8x8x4 latents)
+learns to reconstruct 32x32 crops; (2) the UNet and a 2-layer CLIP text encoder (the real CLIP BPE tokenizer) learn
+noise prediction on the latents of captioned pictures, with 10% of captions dropped so classifier-free guidance works;
+(3) a rank-8 LoRA on the frozen UNet learns the same captions drawn striped. The result is a diffusers
+StableDiffusionPipeline folder (DIR/imagen-demo) and a diffusers-format LoRA file (DIR/loras/), plus training.json
+with the losses and the wall and CPU seconds of each stage.
+
+Deterministic: python's and torch's generators are seeded, deterministic algorithms are on, the data set is a
+function of the seed. On the same torch build, CPU and thread count, a rerun gives the same weights; across machines
+float reductions may differ in the last bits, which moves the evaluation figures by a point or two, not more.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import random
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from imagen.inference.demo.shapes import SIZE, random_scene, render
+
+DEMO_NAME = "imagen-demo"
+LORA_NAME = "imagen-demo-striped"
+DEFAULTS = {"seed": 1234, "images": 12000, "vae_steps": 900, "unet_steps": 1000, "lora_steps": 300}
+_TEXT_DIM = 64
+
+
+def build_models() -> tuple[Any, Any, Any]:
+    """(vae, unet, text_encoder), freshly initialised from torch's current seed."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    from imagen.inference.clip_tokenizer import VOCAB_SIZE
+
+    vae = AutoencoderKL(
+        block_out_channels=[8, 16, 32, 32], in_channels=3, out_channels=3, latent_channels=4,
+        down_block_types=["DownEncoderBlock2D"] * 4, up_block_types=["UpDecoderBlock2D"] * 4,
+        norm_num_groups=2, layers_per_block=1, sample_size=SIZE, mid_block_add_attention=False,
+    )
+    unet = UNet2DConditionModel(
+        sample_size=SIZE // 8, in_channels=4, out_channels=4, block_out_channels=(32, 64), layers_per_block=1,
+        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+        cross_attention_dim=_TEXT_DIM, attention_head_dim=4, norm_num_groups=4,
+    )
+    text_encoder = CLIPTextModel(CLIPTextConfig(
+        vocab_size=VOCAB_SIZE, hidden_size=_TEXT_DIM, intermediate_size=2 * _TEXT_DIM, num_hidden_layers=2,
+        num_attention_heads=4, max_position_embeddings=77, bos_token_id=49406, eos_token_id=49407,
+        pad_token_id=49407,
+    ))
+    return vae, unet, text_encoder
+
+
+def scheduler() -> Any:
+    from diffusers import EulerDiscreteScheduler
+
+    return EulerDiscreteScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+                                  num_train_timesteps=1000, steps_offset=1)
+
+
+def dataset(seed: int, count: int, style: str) -> tuple[Any, list[str]]:
+    """`count` pictures (uint8, N x 3 x 64 x 64) and their captions, a function of `seed` alone."""
+    import numpy as np
+    import torch
+
+    rng = random.Random(f"{seed}-{style}")
+    pictures = np.empty((count, SIZE, SIZE, 3), dtype=np.uint8)
+    captions = []
+    for i in range(count):
+        scene = random_scene(rng, style)
+        pictures[i] = np.asarray(render(scene, rng))
+        captions.append(scene.caption(rng))
+    return torch.from_numpy(pictures).permute(0, 3, 1, 2).contiguous(), captions
+
+
+def _to_float(images: Any) -> Any:
+    return images.float() / 127.5 - 1.0
+
+
+def _lr(step: int, total: int, peak: float, warmup: int = 50) -> float:
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    return peak * 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
+
+
+class Clock:
+    """Wall and CPU seconds of each stage, and a progress line every `every` steps."""
+
+    def __init__(self, report: Callable[[str], None]) -> None:
+        self.report, self.stages = report, {}
+
+    def run(self, name: str, steps: int, step_fn: Callable[[int], float], every: int = 50) -> list[float]:
+        wall, cpu = time.perf_counter(), time.process_time()
+        losses: list[float] = []
+        window: list[float] = []
+        for step in range(steps):
+            window.append(step_fn(step))
+            if (step + 1) % every == 0 or step + 1 == steps:
+                losses.append(round(sum(window) / len(window), 5))
+                window = []
+                self.report(f"{name}: {step + 1}/{steps} loss {losses[-1]:.4f} "
+                            f"({time.perf_counter() - wall:.0f} s wall, {time.process_time() - cpu:.0f} s cpu)")
+        self.stages[name] = {"steps": steps, "wall_seconds": round(time.perf_counter() - wall, 1),
+                             "cpu_seconds": round(time.process_time() - cpu, 1), "losses": losses}
+        return losses
+
+
+def train_vae(vae: Any, images: Any, steps: int, gen: Any, clock: Clock, device: str) -> None:
+    """Reconstruction (MSE + a very small KL term) on 32x32 crops at multiples of 8: the VAE is convolutional, so
+    crops teach it what whole pictures would, at a quarter of the cost."""
+    import torch
+
+    opt = torch.optim.AdamW(vae.parameters(), lr=4e-3, weight_decay=0.0)
+    with torch.no_grad():  # start with a small posterior variance, or the decoder first sees only noise
+        vae.quant_conv.bias[vae.config.latent_channels:] -= 8.0
+    vae.train()
+
+    def step(i: int) -> float:
+        idx = torch.randint(0, images.shape[0], (32,), generator=gen)
+        oy, ox = (int(v) * 8 for v in torch.randint(0, 5, (2,), generator=gen))
+        x = _to_float(images[idx, :, oy:oy + 32, ox:ox + 32]).to(device)
+        posterior = vae.encode(x).latent_dist
+        z = posterior.mean + posterior.std * torch.randn(posterior.mean.shape, generator=gen).to(device)
+        recon = vae.decode(z).sample
+        loss = torch.nn.functional.mse_loss(recon, x) + 1e-6 * posterior.kl().mean()
+        for group in opt.param_groups:
+            group["lr"] = _lr(i, steps, 4e-3)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
+        opt.step()
+        return float(loss.detach())
+
+    clock.run("vae", steps, step)
+    vae.eval()
+
+
+def encode(vae: Any, images: Any, device: str) -> Any:
+    """Posterior means of every picture (unscaled)."""
+    import torch
+
+    out = []
+    with torch.no_grad():
+        for start in range(0, images.shape[0], 256):
+            out.append(vae.encode(_to_float(images[start:start + 256]).to(device)).latent_dist.mean.cpu())
+    return torch.cat(out)
+
+
+def tokenize(tokenizer: Any, captions: list[str]) -> Any:
+    return tokenizer(captions, padding="max_length", max_length=77, truncation=True, return_tensors="pt").input_ids
+
+
+def train_denoiser(unet: Any, text_encoder: Any | None, latents: Any, ids: Any, empty_ids: Any, steps: int,
+                   gen: Any, clock: Clock, device: str, *, name: str, params: list[Any], lr: float,
+                   drop: float = 0.1, frozen_text: Any = None) -> None:
+    """Epsilon prediction under SD's noise schedule; `drop` of the captions replaced by the empty one."""
+    import torch
+
+    sched = scheduler()
+    alphas = sched.alphas_cumprod.to(device)
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    unet.train()
+
+    def step(i: int) -> float:
+        idx = torch.randint(0, latents.shape[0], (64,), generator=gen)
+        x0 = latents[idx].to(device)
+        tokens = ids[idx].clone()
+        dropped = torch.rand(64, generator=gen) < drop
+        tokens[dropped] = empty_ids
+        t = torch.randint(0, 1000, (64,), generator=gen)
+        noise = torch.randn(x0.shape, generator=gen).to(device)
+        a = alphas[t.to(device)].view(-1, 1, 1, 1)
+        noisy = a.sqrt() * x0 + (1 - a).sqrt() * noise
+        encode_text = frozen_text if text_encoder is None else (lambda ids: text_encoder(ids)[0])
+        context = encode_text(tokens.to(device))
+        pred = unet(noisy, t.to(device), encoder_hidden_states=context).sample
+        loss = torch.nn.functional.mse_loss(pred, noise)
+        for group in opt.param_groups:
+            group["lr"] = _lr(i, steps, lr)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        return float(loss.detach())
+
+    clock.run(name, steps, step)
+    unet.eval()
+
+
+LORA_TARGETS = ["to_q", "to_k", "to_v", "to_out.0", "proj_in", "proj_out", "ff.net.0.proj", "ff.net.2",
+                "conv1", "conv2"]
+
+
+def train(out: Path, *, seed: int = DEFAULTS["seed"], images: int = DEFAULTS["images"],
+          vae_steps: int = DEFAULTS["vae_steps"], unet_steps: int = DEFAULTS["unet_steps"],
+          lora_steps: int = DEFAULTS["lora_steps"], threads: int = 2, device: str = "cpu",
+          report: Callable[[str], None] = print) -> dict[str, Any]:
+    import diffusers
+    import torch
+    import transformers
+    from diffusers import StableDiffusionPipeline
+    from diffusers.utils import convert_state_dict_to_diffusers
+    from peft import LoraConfig
+    from peft.utils import get_peft_model_state_dict
+
+    from imagen.inference.clip_tokenizer import clip_tokenizer
+
+    torch.set_num_threads(threads)
+    torch.use_deterministic_algorithms(True)
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    started, cpu_started = time.perf_counter(), time.process_time()
+    clock = Clock(report)
+
+    t0 = time.perf_counter()
+    plain, captions = dataset(seed, images, "plain")
+    striped, striped_captions = dataset(seed, images // 4, "striped")
+    report(f"data: {len(captions)} plain + {len(striped_captions)} striped pictures "
+           f"({time.perf_counter() - t0:.0f} s)")
+
+    vae, unet, text_encoder = build_models()
+    vae, unet, text_encoder = vae.to(device), unet.to(device), text_encoder.to(device)
+    train_vae(vae, torch.cat([plain, striped]), vae_steps, gen, clock, device)
+
+    raw = encode(vae, plain, device)
+    scale = float(1.0 / raw.std())
+    vae.register_to_config(scaling_factor=scale)
+    latents, striped_latents = raw * scale, encode(vae, striped, device) * scale
+
+    tokenizer = clip_tokenizer("clip_l")
+    ids, striped_ids = tokenize(tokenizer, captions), tokenize(tokenizer, striped_captions)
+    empty_ids = tokenize(tokenizer, [""])[0]
+    text_encoder.train()
+    train_denoiser(unet, text_encoder, latents, ids, empty_ids, unet_steps, gen, clock, device, name="unet",
+                   params=list(unet.parameters()) + list(text_encoder.parameters()), lr=1e-3)
+    text_encoder.eval()
+
+    pipe = StableDiffusionPipeline(
+        unet=unet, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, scheduler=scheduler(),
+        safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+    )
+    target = out / DEMO_NAME
+    pipe.save_pretrained(target, safe_serialization=True)
+
+    # The LoRA: the base stays frozen (the text encoder too: its embeddings are computed once per batch).
+    unet.requires_grad_(False)
+    text_encoder.requires_grad_(False)
+    unet.add_adapter(LoraConfig(r=8, lora_alpha=8, init_lora_weights="gaussian", target_modules=LORA_TARGETS))
+    lora_params = [p for p in unet.parameters() if p.requires_grad]
+
+    def frozen_text(tokens: Any) -> Any:
+        with torch.no_grad():
+            return text_encoder(tokens)[0]
+
+    train_denoiser(unet, None, striped_latents, striped_ids, empty_ids, lora_steps, gen, clock, device,
+                   name="lora", params=lora_params, lr=2e-3, frozen_text=frozen_text)
+    lora_dir = out / "loras"
+    lora_dir.mkdir(parents=True, exist_ok=True)
+    state = convert_state_dict_to_diffusers(get_peft_model_state_dict(unet))
+    StableDiffusionPipeline.save_lora_weights(lora_dir, unet_lora_layers=state, weight_name=f"{LORA_NAME}.safetensors",
+                                              safe_serialization=True)
+
+    summary = {
+        "seed": seed, "images": images, "threads": threads, "device": device, "latent_scaling_factor": scale,
+        "torch": torch.__version__, "diffusers": diffusers.__version__, "transformers": transformers.__version__,
+        "stages": clock.stages, "wall_seconds": round(time.perf_counter() - started, 1),
+        "cpu_seconds": round(time.process_time() - cpu_started, 1),
+    }
+    (out / "training.json").write_text(json.dumps(summary, indent=2) + "\n")
+    report(f"done: {summary['wall_seconds']} s wall, {summary['cpu_seconds']} s cpu -> {out}")
+    return summary
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, required=True, help="folder to write imagen-demo/ and loras/ into")
+    parser.add_argument("--seed", type=int, default=DEFAULTS["seed"])
+    parser.add_argument("--images", type=int, default=DEFAULTS["images"])
+    parser.add_argument("--vae-steps", type=int, default=DEFAULTS["vae_steps"])
+    parser.add_argument("--unet-steps", type=int, default=DEFAULTS["unet_steps"])
+    parser.add_argument("--lora-steps", type=int, default=DEFAULTS["lora_steps"])
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    args = parser.parse_args(argv)
+    from imagen.inference.runtime import quiet_libraries
+
+    quiet_libraries()
+    train(args.out, seed=args.seed, images=args.images, vae_steps=args.vae_steps, unet_steps=args.unet_steps,
+          lora_steps=args.lora_steps, threads=args.threads, device=args.device)
+
+
+if __name__ == "__main__":
+    main()
