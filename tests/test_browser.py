@@ -168,14 +168,15 @@ def test_browser_journey(live: tuple[FastAPI, str], chromium: playwright_sync.Br
         output_id = src.rsplit("/", 1)[1]
         assert download_info.value.suggested_filename == f"imagen-{output_id}.png"
 
-        # (5) The gallery shows it (loaded, not broken); deleting its generation removes it.
+        # (5) The gallery shows its thumbnail (loaded, not broken); deleting the image removes it.
         page.goto("/gallery")
-        tile = page.locator(f'#gallery img[src="{src}"]')
+        thumb = f"{src}/thumb"
+        tile = page.locator(f'#gallery img[src="{thumb}"]')
         expect(tile).to_be_visible()
-        page.wait_for_function(f"document.querySelector('#gallery img[src=\"{src}\"]').naturalWidth === 64")
+        page.wait_for_function(f"document.querySelector('#gallery img[src=\"{thumb}\"]').naturalWidth === 64")
         expect(page.locator(f'#gallery a[href="{src}?download=1"]')).to_be_visible()
         page.once("dialog", lambda dialog: dialog.accept())
-        page.click(".delete-generation")
+        page.click(".delete-output")
         expect(page.locator("#gallery-empty")).to_be_visible()
         assert page.request.get(src).status == 404
 

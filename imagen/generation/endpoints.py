@@ -2,16 +2,30 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator, Callable
+from datetime import date
 from typing import Annotated, TypeVar
 
-from fastapi import APIRouter, Query, Request, status
+from fastapi import APIRouter, Depends, Query, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import RedirectResponse, StreamingResponse
 from sqlalchemy import select
 
 from imagen.accounts.http import CurrentUser
-from imagen.generation.models import FINAL_STATUSES, Generation
-from imagen.generation.schemas import GenerationCreate, GenerationOut, GenerationPage, OutputOut
+from imagen.generation.gallery import GalleryFilter, gallery_service
+from imagen.generation.models import FINAL_STATUSES, Generation, Output
+from imagen.generation.schemas import (
+    Deleted,
+    FavoriteIn,
+    GalleryItem,
+    GalleryPage,
+    GenerationCreate,
+    GenerationOut,
+    GenerationPage,
+    OutputOut,
+    OutputSelection,
+    QueueItem,
+    QueuePage,
+)
 from imagen.generation.service import generation_service
 from imagen.kit.capacity import CappedStreamingResponse
 from imagen.kit.db import run_after_commit
@@ -60,6 +74,17 @@ def list_generations(user: CurrentUser, session: SessionDep,
                      limit: Annotated[int, Query(ge=1, le=100)] = 20, cursor: str | None = None) -> GenerationPage:
     items, next_cursor = generation_service.list(session, user=user, limit=limit, cursor=cursor)
     return GenerationPage(items=[generation_out(g) for g in items], next_cursor=next_cursor)
+
+
+@router.get("/queue", response_model=QueuePage)
+def my_queue(user: CurrentUser, session: SessionDep) -> QueuePage:
+    """Your queued and running jobs, oldest first, each with how many queued jobs (anyone's) are older than it.
+    The fair queue takes users in turn, so that count is an upper bound on the wait, not an exact position."""
+    return QueuePage(items=[
+        QueueItem(id=gen.id, status=gen.status, progress=gen.progress, workflow=gen.workflow, ahead=ahead,
+                  prompt=str(gen.params.get("prompt", "")) if isinstance(gen.params, dict) else "",
+                  created_at=gen.created_at)
+        for gen, ahead in generation_service.queue(session, user=user)])
 
 
 @router.get("/generations/{generation_id}", response_model=GenerationOut)
@@ -148,6 +173,73 @@ def generation_events(generation_id: str, user: CurrentUser, session: SessionDep
 
 def _sse(event: str, data: dict) -> str:
     return f"event: {event}\ndata: {json.dumps(data, default=str)}\n\n"
+
+
+def gallery_item(output: Output, gen: Generation) -> GalleryItem:
+    prompt = gen.params.get("prompt") if isinstance(gen.params, dict) else None
+    return GalleryItem(
+        id=output.id, url=f"/api/v1/outputs/{output.id}", thumb_url=f"/api/v1/outputs/{output.id}/thumb",
+        width=output.width, height=output.height, seed=output.seed, favorite=output.favorite,
+        created_at=output.created_at, generation_id=output.generation_id, index=output.index, workflow=gen.workflow,
+        checkpoint=gen.checkpoint, prompt=prompt if isinstance(prompt, str) else "")
+
+
+def gallery_filter(workflow: Annotated[str | None, Query(max_length=64)] = None,
+                   model: Annotated[str | None, Query(max_length=200, description="checkpoint name or hash")] = None,
+                   since: date | None = None, until: date | None = None,
+                   q: Annotated[str | None, Query(max_length=200, description="words of the prompt")] = None,
+                   favorites: bool = False) -> GalleryFilter:
+    return GalleryFilter(workflow=workflow or None, model=model or None, since=since, until=until, q=q or None,
+                         favorites=favorites)
+
+
+GalleryFilterDep = Annotated[GalleryFilter, Depends(gallery_filter)]
+
+
+@router.get("/outputs", response_model=GalleryPage)
+def list_outputs(user: CurrentUser, session: SessionDep, filters: GalleryFilterDep,
+                 limit: Annotated[int, Query(ge=1, le=100)] = 48, cursor: str | None = None) -> GalleryPage:
+    """Your images, newest first, in keyset pages: pass `next_cursor` back as `cursor` until it is null."""
+    rows, next_cursor = gallery_service.page(session, user=user, limit=limit, cursor=cursor, filters=filters)
+    return GalleryPage(items=[gallery_item(o, g) for o, g in rows], next_cursor=next_cursor)
+
+
+@router.get("/outputs/archive", response_class=StreamingResponse,
+            responses={200: {"content": {"application/zip": {}}, "description": "A ZIP of the chosen PNGs"}})
+def download_outputs(user: CurrentUser, session: SessionDep, request: Request,
+                     ids: Annotated[str, Query(max_length=3400, description="comma-separated image ids (<= 100)")]
+                     ) -> StreamingResponse:
+    chunks = gallery_service.archive(session, user=user, output_ids=[i for i in ids.split(",") if i],
+                                     blobs=request.app.state.services.blobs)
+    return StreamingResponse(chunks, media_type="application/zip", headers={
+        "Content-Disposition": 'attachment; filename="imagen-images.zip"', "Cache-Control": "private, no-store"})
+
+
+@router.post("/outputs/delete", response_model=Deleted)
+def delete_outputs(data: OutputSelection, user: CurrentUser, session: SessionDep, request: Request) -> Deleted:
+    """Delete these images (not the rest of their batches)."""
+    return Deleted(deleted=gallery_service.delete(session, user=user, output_ids=data.ids,
+                                                  blobs=request.app.state.services.blobs))
+
+
+@router.delete("/outputs/{output_id}", status_code=status.HTTP_204_NO_CONTENT)
+def delete_output(output_id: str, user: CurrentUser, session: SessionDep, request: Request) -> None:
+    """Delete this one image; the other images of its batch stay."""
+    gallery_service.get(session, user=user, output_id=output_id)  # 404 for a malformed or unknown id
+    gallery_service.delete(session, user=user, output_ids=[output_id], blobs=request.app.state.services.blobs)
+
+
+@router.put("/outputs/{output_id}/favorite", response_model=GalleryItem)
+def set_favorite(output_id: str, data: FavoriteIn, user: CurrentUser, session: SessionDep) -> GalleryItem:
+    output = gallery_service.set_favorite(session, user=user, output_id=output_id, favorite=data.favorite)
+    return gallery_item(output, output.generation)
+
+
+@router.get("/outputs/{output_id}/thumb", response_class=Response,
+            responses={200: {"content": {"image/webp": {}}, "description": "A WebP thumbnail (<= 256 px, < 30 KB)"}})
+def get_thumbnail(output_id: str, user: CurrentUser, session: SessionDep, request: Request) -> Response:
+    data = gallery_service.thumbnail(session, user=user, output_id=output_id, blobs=request.app.state.services.blobs)
+    return Response(data, media_type="image/webp", headers={"Cache-Control": "private, max-age=3600"})
 
 
 @router.get("/outputs/{output_id}", response_model=None,

@@ -3,7 +3,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Boolean, Float, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import JSON, BigInteger, Boolean, Float, ForeignKey, Index, Integer, String, Text, false
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from imagen.kit.db import Base, CreatedMixin, IdMixin, UTCDateTime
@@ -62,5 +62,9 @@ class Output(IdMixin, CreatedMixin, Base):
     height: Mapped[int] = mapped_column(Integer, nullable=False)
     seed: Mapped[int] = mapped_column(BigInteger, nullable=False)
     size_bytes: Mapped[int] = mapped_column(Integer, nullable=False)
+    # The gallery (migration 0013): the user's favourites, and the index its keyset pages walk.
+    favorite: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false(), nullable=False)
+
+    __table_args__ = (Index("ix_outputs_user_id_created_at_id", "user_id", "created_at", "id"),)
 
     generation: Mapped[Generation] = relationship(back_populates="outputs")

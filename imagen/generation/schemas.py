@@ -45,3 +45,54 @@ class GenerationOut(BaseModel):
 class GenerationPage(BaseModel):
     items: list[GenerationOut]
     next_cursor: str | None
+
+
+class GalleryItem(BaseModel):
+    id: str
+    url: str
+    thumb_url: str
+    width: int
+    height: int
+    seed: int
+    favorite: bool
+    created_at: datetime
+    generation_id: str
+    index: int
+    workflow: str
+    checkpoint: str
+    prompt: str
+
+
+class GalleryPage(BaseModel):
+    items: list[GalleryItem]
+    next_cursor: str | None
+
+
+class FavoriteIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    favorite: bool
+
+
+class OutputSelection(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    ids: list[str] = Field(min_length=1, max_length=100, description="ids of your images (at most 100)")
+
+
+class Deleted(BaseModel):
+    deleted: int
+
+
+class QueueItem(BaseModel):
+    id: str
+    status: str
+    progress: float
+    workflow: str
+    prompt: str
+    ahead: int  # queued jobs (anyone's) older than this one; 0 while it runs
+    created_at: datetime
+
+
+class QueuePage(BaseModel):
+    items: list[QueueItem]

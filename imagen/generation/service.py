@@ -7,16 +7,17 @@ import hashlib
 import re
 import secrets
 from collections.abc import Callable, Collection
-from datetime import datetime
+from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from imagen.accounts.models import User
 from imagen.consent.service import consent_service
+from imagen.generation.gallery import output_thumb_key, store_thumbnail
 from imagen.generation.limits import check_job_cost
 from imagen.generation.models import ACTIVE_STATUSES, FINAL_STATUSES, Generation, Output
 from imagen.generation.queue import FairQueue, QueuedJob
@@ -148,9 +149,17 @@ class GenerationService:
         next_cursor = encode_cursor(rows[limit - 1]) if len(rows) > limit else None
         return rows[:limit], next_cursor
 
-    def list_outputs(self, session: Session, *, user: User, limit: int = 200) -> list[Output]:
-        return list(session.scalars(
-            owned(Output, user.id).order_by(Output.created_at.desc(), Output.index).limit(limit)))
+    def queue(self, session: Session, *, user: User) -> list[tuple[Generation, int]]:
+        """The user's active jobs, oldest first, with the number of queued jobs older than each (at most 100)."""
+        mine = list(session.scalars(owned(Generation, user.id).where(Generation.status.in_(ACTIVE_STATUSES))
+                                    .order_by(Generation.created_at).limit(100)))
+        result = []
+        for gen in mine:
+            ahead = 0 if gen.status == "running" else session.scalar(
+                select(func.count()).select_from(Generation)
+                .where(Generation.status == "queued", Generation.created_at < gen.created_at)) or 0
+            result.append((gen, ahead))
+        return result
 
     def cancel(self, session: Session, *, user: User, generation_id: str, blobs: BlobStore,
                notify: Callable[[str], None]) -> Generation:
@@ -168,7 +177,7 @@ class GenerationService:
     def delete(self, session: Session, *, user: User, generation_id: str, blobs: BlobStore,
                notify: Callable[[str], None]) -> None:
         gen = self.get(session, user=user, generation_id=generation_id)
-        keys = [o.blob_key for o in gen.outputs]
+        keys = [key for o in gen.outputs for key in (o.blob_key, output_thumb_key(o))]
         keys += [k for k in (gen.input_blob_key, gen.mask_blob_key) if k]
         if gen.status in ACTIVE_STATUSES:
             run_after_commit(session, notify, gen.id)
@@ -286,13 +295,16 @@ class GenerationService:
             gen.status, gen.error, gen.finished_at = "failed", NEUTRAL_GENERATION, utcnow()
             self._drop_transient_input(session, gen, blobs)
             return "blocked"
+        stamp = utcnow()
         for index, image in enumerate(screened):
             key = output_key(gen.user_id, gen.id, index)
             blobs.put(key, image.png, "image/png")
             run_after_rollback(session, blobs.delete, key)
+            store_thumbnail(session, blobs, user_id=gen.user_id, generation_id=gen.id, index=index, png=image.png)
+            # A batch's images a microsecond apart, the first newest: the gallery (newest first) shows them in order.
             session.add(Output(generation_id=gen.id, user_id=gen.user_id, index=index, blob_key=key,
                                width=image.width, height=image.height, seed=image.seed,
-                               size_bytes=len(image.png)))
+                               size_bytes=len(image.png), created_at=stamp - timedelta(microseconds=index)))
         gen.status, gen.progress, gen.signals, gen.finished_at = "succeeded", 1.0, signals, utcnow()
         self._drop_transient_input(session, gen, blobs)
         return True

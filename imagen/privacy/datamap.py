@@ -209,9 +209,15 @@ DATA_MAP: list[DataItem] = [
         name="outputs", category="generated images", source="generated",
         description="the generated PNGs and their size and seed",
         purpose="deliver the images the user generated", legal_basis=_CONTRACT,
-        retention=f"{ACCOUNT_LIFETIME} or until the user deletes the generation", erasure="delete",
+        retention=f"{ACCOUNT_LIFETIME} or until the user deletes the image or its generation", erasure="delete",
         table="outputs", user_column="user_id", file_column="blob_key", export_files=True,
         blob_prefix="outputs/{user_id}/", providers=("runpod", "cloudflare_r2")),
+    DataItem(
+        name="output_thumbnails", category="generated images", source="generated",
+        description="small WebP copies of the generated images, made when each is stored, for the gallery",
+        purpose="show the gallery without sending every full-size image", legal_basis=_CONTRACT,
+        retention=f"{ACCOUNT_LIFETIME} or until the user deletes the image or its generation", erasure="delete",
+        blob_prefix="thumbs/{user_id}/", export_files=True, providers=("cloudflare_r2",)),
     DataItem(
         name="transient_inputs", category="generation inputs", source="provided",
         description="img2img/inpaint input images and masks of queued or running jobs",

@@ -18,14 +18,16 @@ from imagen.assets.service import asset_service
 from imagen.consent.service import consent_service
 from imagen.consent.web import consent_centre_context
 from imagen.consent.web import page_context as consent_page_context
+from imagen.generation.endpoints import GalleryFilterDep, gallery_item
+from imagen.generation.gallery import gallery_service
 from imagen.generation.resolve import FAMILY_LABELS
-from imagen.generation.service import generation_service
 from imagen.kit.http import SessionDep, SettingsDep
 from imagen.privacy.policy import render_version
 from imagen.workflows.service import preset_service, workflow_service
 
 router = APIRouter(include_in_schema=False)
 templates = Jinja2Templates(directory=Path(__file__).parent / "templates")
+GALLERY_PAGE = 48
 
 # Pages load only this service's own script, style and images; nothing inline, nothing third-party.
 PAGE_HEADERS = {
@@ -140,11 +142,15 @@ def models_page(request: Request, principal: OptionalPrincipalDep, session: Sess
 
 
 @router.get("/gallery")
-def gallery_page(request: Request, principal: OptionalPrincipalDep, session: SessionDep) -> Response:
+def gallery_page(request: Request, principal: OptionalPrincipalDep, session: SessionDep,
+                 filters: GalleryFilterDep) -> Response:
+    """The first page of the user's images; imagen.js loads the next ones from /api/v1/outputs with the cursor."""
     if principal is None:
         return to_login()
-    outputs = generation_service.list_outputs(session, user=principal.user)
-    return render(request, "gallery.html", principal, outputs=outputs)
+    rows, next_cursor = gallery_service.page(session, user=principal.user, limit=GALLERY_PAGE, filters=filters)
+    workflows, models = gallery_service.facets(session, user=principal.user)
+    return render(request, "gallery.html", principal, items=[gallery_item(o, g) for o, g in rows],
+                  next_cursor=next_cursor, filters=filters, workflows=workflows, models=models)
 
 
 @router.get("/privacy")

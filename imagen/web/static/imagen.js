@@ -413,26 +413,11 @@
     });
   }
 
-  // ---- gallery ----
-  function setupGallery() {
-    for (const button of document.querySelectorAll(".delete-generation")) {
-      button.addEventListener("click", async () => {
-        if (!window.confirm("Delete this generation and all of its images? This cannot be undone.")) return;
-        button.disabled = true;
-        const r = await api("DELETE", `/api/v1/generations/${encodeURIComponent(button.dataset.generationId)}`);
-        if (r.ok || r.status === 404) { window.location.reload(); return; }
-        showErrors(errorBox(), null, r.status, r.data && r.data.detail);
-        button.disabled = false;
-      });
-    }
-  }
-
   document.addEventListener("DOMContentLoaded", () => {
     setupLogout();
     setupSignup();
     setupLogin();
     setupGenerate();
-    setupGallery();
     setupModels();
   });
 })();

@@ -1,0 +1,157 @@
+"""The studio in a real headless Chromium (SQLite only, one browser for the module, bounded waits, no sleeps):
+gallery paging past 200 images, the detail view and its arrows, reuse settings round trip, form state across a
+reload, bulk ZIP download, deleting one image of a batch, dark mode, and every page at 390 px without sideways scroll
+(screenshots at 390 and 1280 px kept under $IMAGEN_TEST_ARTIFACTS, default /tmp/imagen-artifacts)."""
+
+from __future__ import annotations
+
+import io
+import os
+import zipfile
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from imagen.generation.models import Generation, Output
+from imagen.kit.db import new_id, utcnow
+from tests.conftest import signup_payload
+from tests.test_browser import CHROMIUM, chromium, live, playwright_sync  # noqa: F401 (fixtures)
+
+expect = playwright_sync.expect
+ARTIFACTS = Path(os.environ.get("IMAGEN_TEST_ARTIFACTS", "/tmp/imagen-artifacts"))
+PROMPT = "a lighthouse on a cliff at dusk"
+pytestmark = [pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"{CHROMIUM} is not installed"),
+              pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)]
+PAGES = ["/generate", "/gallery", "/models", "/privacy", "/privacy/centre", "/privacy/consents", "/report-minor"]
+
+
+def seed_rows(app, user_id: str, count: int) -> None:
+    """Older images (rows only, no files): enough to page through."""
+    start = utcnow() - timedelta(days=1)
+    with app.state.services.db.transaction() as s:
+        for n in range(count):
+            gen = Generation(id=new_id(), user_id=user_id, workflow="txt2img", workflow_version=1,
+                             pipeline="txt2img", params={"prompt": f"old {n}"}, checkpoint="imagen-tiny",
+                             checkpoint_sha256="0" * 64, models=[], consent_model_improvement=False,
+                             status="succeeded", progress=1.0, created_at=start - timedelta(seconds=n))
+            s.add_all([gen, Output(id=new_id(), generation_id=gen.id, user_id=user_id, index=0, width=64, height=64,
+                                   blob_key=f"outputs/{user_id}/{gen.id}/0.png", seed=1000 + n, size_bytes=1,
+                                   created_at=start - timedelta(seconds=n))])
+
+
+def test_studio_journey(live, chromium) -> None:  # noqa: F811
+    app, base = live
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    context = chromium.new_context(base_url=base, accept_downloads=True, viewport={"width": 1280, "height": 900})
+    context.set_default_timeout(30_000)
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.on("console", lambda msg: errors.append(msg.text)
+            if msg.type == "error" and not msg.text.startswith("Failed to load resource") else None)
+    try:
+        r = page.request.post("/api/v1/auth/signup", data=signup_payload("studio@example.com"))
+        assert r.status == 201, r.text()
+        csrf = {"X-CSRF-Token": r.json()["csrf_token"]}
+        user_id = page.request.get("/api/v1/me").json()["id"]
+        params = {"prompt": PROMPT, "negative_prompt": "fog", "steps": 3, "width": 64, "height": 64, "seed": 11,
+                  "batch_size": 2}
+        gen_id = page.request.post("/api/v1/generations", data={"workflow": "txt2img", "params": params},
+                                   headers=csrf).json()["id"]
+        for _ in range(600):  # bounded: 600 looks, each waiting up to 0.2 s
+            body = page.request.get(f"/api/v1/generations/{gen_id}").json()
+            if body["status"] not in ("queued", "running"):
+                break
+            page.wait_for_timeout(200)
+        assert body["status"] == "succeeded", body
+        first, second = body["outputs"]
+        seed_rows(app, user_id, 230)
+
+        # Paging past 200: 48 at first, then "Load more" until there are no more.
+        page.goto("/gallery")
+        tiles = page.locator("#gallery li.tile")
+        expect(tiles).to_have_count(48)
+        more = page.locator("#load-more")
+        for _ in range(10):
+            if not more.is_visible():
+                break
+            count = tiles.count()
+            more.click()
+            expect(tiles).not_to_have_count(count)
+        expect(more).to_be_hidden()
+        expect(tiles).to_have_count(232)
+        page.screenshot(path=str(ARTIFACTS / "gallery-1280.png"))
+
+        # The detail view: prompt, negative prompt, seed, model hash; arrows move; Esc closes.
+        page.click(f'.open-detail[data-output-id="{first["id"]}"]')
+        dialog = page.locator("#lightbox")
+        expect(dialog).to_be_visible()
+        info = page.locator("#detail-params")
+        expect(info).to_contain_text(PROMPT)
+        expect(info).to_contain_text("fog")
+        expect(info).to_contain_text(f"sha256 {body['checkpoint_sha256']}")
+        expect(page.locator("#detail-title")).to_contain_text(f"seed {first['seed']}")
+        page.keyboard.press("ArrowRight")
+        expect(page.locator("#detail-title")).to_contain_text(f"seed {second['seed']}")
+        page.keyboard.press("ArrowLeft")
+        expect(page.locator("#detail-title")).to_contain_text(f"seed {first['seed']}")
+        expect(page.locator("#detail-download")).to_have_attribute("href", f"{first['url']}?download=1")
+        page.screenshot(path=str(ARTIFACTS / "detail-1280.png"))
+        page.keyboard.press("Escape")
+        expect(dialog).to_be_hidden()
+
+        # Reuse settings: the generate form is filled with the image's prompt, seed and parameters.
+        page.click(f'.open-detail[data-output-id="{second["id"]}"]')
+        page.click("#detail-reuse")
+        page.wait_for_url(f"{base}/generate?workflow=txt2img")
+        expect(page.locator("#param-prompt")).to_have_value(PROMPT)
+        expect(page.locator("#param-negative_prompt")).to_have_value("fog")
+        expect(page.locator("#param-seed")).to_have_value(str(second["seed"]))
+        expect(page.locator("#param-steps")).to_have_value("3")
+        # Form state survives a reload.
+        page.fill("#param-prompt", "kept across a reload")
+        page.reload()
+        expect(page.locator("#param-prompt")).to_have_value("kept across a reload")
+        expect(page.locator("h1")).to_have_text("Generate")
+
+        # Bulk ZIP of two selected images, then delete one image of the batch from the detail view.
+        page.goto("/gallery")
+        page.check(f'.select-output[value="{first["id"]}"]')
+        page.check(f'.select-output[value="{second["id"]}"]')
+        expect(page.locator("#bulk-count")).to_have_text("2 selected")
+        with page.expect_download() as download_info:
+            page.click("#bulk-download")
+        with zipfile.ZipFile(io.BytesIO(Path(download_info.value.path()).read_bytes())) as archive:
+            assert sorted(archive.namelist()) == sorted([f"imagen-{first['id']}.png", f"imagen-{second['id']}.png"])
+        page.click(f'.open-detail[data-output-id="{first["id"]}"]')
+        page.once("dialog", lambda d: d.accept())
+        page.click("#detail-delete")
+        expect(page.locator(f'li[data-output-id="{first["id"]}"]')).to_have_count(0)
+        expect(page.locator("#detail-title")).to_contain_text(f"seed {second['seed']}")  # moved to the next one
+        assert page.request.get(first["url"]).status == 404
+        assert page.request.get(second["url"]).status == 200
+
+        # Dark mode: the toggle sets it and it is kept across pages.
+        page.keyboard.press("Escape")
+        page.click("#theme-toggle")
+        assert page.evaluate("document.documentElement.dataset.theme") == "dark"
+        page.goto("/generate")
+        assert page.evaluate("document.documentElement.dataset.theme") == "dark"
+        expect(page.locator("#theme-toggle")).to_have_attribute("aria-pressed", "true")
+
+        # Every page at 390 px: no sideways scroll, one h1, a skip link to the main content.
+        page.set_viewport_size({"width": 390, "height": 844})
+        for path in PAGES:
+            page.goto(path)
+            expect(page.locator("h1")).to_have_count(1)
+            assert page.locator("a.skip-link").get_attribute("href") == "#main"
+            overflow = page.evaluate("document.documentElement.scrollWidth - document.documentElement.clientWidth")
+            wide = page.evaluate("""Array.from(document.querySelectorAll('body *'))
+                .filter((e) => e.getBoundingClientRect().right > document.documentElement.clientWidth + 1)
+                .slice(0, 5).map((e) => e.tagName + '#' + e.id + '.' + e.className)""")
+            assert overflow <= 0, f"{path} scrolls sideways by {overflow} px at 390 px: {wide}"
+            page.screenshot(path=str(ARTIFACTS / f"{path.strip('/').replace('/', '-')}-390.png"), full_page=True)
+        assert not errors, f"errors in the page: {errors}"
+    finally:
+        context.close()
