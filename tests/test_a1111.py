@@ -19,6 +19,7 @@ from tests.conftest import signup
 from tests.test_byo_models import png_b64, tiny_files, upload  # noqa: F401  (the session fixture)
 
 BASE = "/sdapi/v1"
+TINY_MODEL = {"sd_model_checkpoint": "imagen-tiny"}  # the tiny sizes' model, whatever the default is
 
 
 def txt2img_payload(prompt: str = "a fox in the snow", **overrides: Any) -> dict[str, Any]:
@@ -30,8 +31,8 @@ def txt2img_payload(prompt: str = "a fox in the snow", **overrides: Any) -> dict
         "seed_resize_from_w": 0, "sampler_name": None, "batch_size": 1, "n_iter": 1, "steps": 2, "cfg_scale": 7.0,
         "width": 64, "height": 64, "restore_faces": False, "tiling": False, "do_not_save_samples": False,
         "do_not_save_grid": False, "negative_prompt": "", "eta": 1.0, "s_churn": 0, "s_tmax": 0, "s_tmin": 0,
-        "s_noise": 1, "override_settings": {}, "override_settings_restore_afterwards": True, "script_args": [],
-        "sampler_index": "Euler a", "script_name": None, "send_images": True, "save_images": False,
+        "s_noise": 1, "override_settings": TINY_MODEL, "override_settings_restore_afterwards": True,
+        "script_args": [], "sampler_index": "Euler a", "script_name": None, "send_images": True, "save_images": False,
         "alwayson_scripts": {}, "controlnet_units": [], "use_deprecated_controlnet": False,
     }
     payload.update(overrides)
@@ -48,9 +49,9 @@ def img2img_payload(init: str, mask: str | None = None, **overrides: Any) -> dic
         "sampler_name": "Euler", "batch_size": 1, "n_iter": 1, "steps": 2, "cfg_scale": 7.0, "width": 64,
         "height": 64, "restore_faces": False, "tiling": False, "do_not_save_samples": False,
         "do_not_save_grid": False, "negative_prompt": "", "eta": 1.0, "s_churn": 0, "s_tmax": 0, "s_tmin": 0,
-        "s_noise": 1, "override_settings": {}, "override_settings_restore_afterwards": True, "script_args": [],
-        "sampler_index": "Euler", "include_init_images": False, "script_name": None, "send_images": True,
-        "save_images": False, "alwayson_scripts": {},
+        "s_noise": 1, "override_settings": TINY_MODEL, "override_settings_restore_afterwards": True,
+        "script_args": [], "sampler_index": "Euler", "include_init_images": False, "script_name": None,
+        "send_images": True, "save_images": False, "alwayson_scripts": {},
     }
     payload.update(overrides)
     return payload
@@ -164,6 +165,8 @@ def test_models_are_per_user_and_the_override_and_the_default_are_honoured(sd, a
     signup(other, "someone@example.com")
     other_sd = TestClient(app, base_url="https://testserver", headers=basic(api_key(other)))
     assert ckpt["sha256"] not in {m["sha256"] for m in other_sd.get(f"{BASE}/sd-models").json()}
+    initial_default = other_sd.get(f"{BASE}/options").json()["sd_model_checkpoint"]
+    assert initial_default == sd.get(f"{BASE}/options").json()["sd_model_checkpoint"] != mine["title"]
     r = other_sd.post(f"{BASE}/txt2img", json=txt2img_payload(override_settings={"sd_model_checkpoint": "tiny-sd15"}))
     assert r.status_code == 404  # another user's private checkpoint is not found
 
@@ -175,8 +178,8 @@ def test_models_are_per_user_and_the_override_and_the_default_are_honoured(sd, a
     # POST options: this user's default only.
     assert sd.post(f"{BASE}/options", json={"sd_model_checkpoint": "tiny-sd15", "jpeg_quality": 80}).status_code == 200
     assert sd.get(f"{BASE}/options").json()["sd_model_checkpoint"] == mine["title"]
-    assert other_sd.get(f"{BASE}/options").json()["sd_model_checkpoint"].startswith("imagen-tiny [")
-    r = sd.post(f"{BASE}/txt2img", json=txt2img_payload())
+    assert other_sd.get(f"{BASE}/options").json()["sd_model_checkpoint"] == initial_default
+    r = sd.post(f"{BASE}/txt2img", json=txt2img_payload(override_settings={}))
     assert r.status_code == 200 and json.loads(r.json()["info"])["sd_model_name"] == "tiny-sd15"
     assert sd.post(f"{BASE}/options", json={"sd_model_checkpoint": "nope"}).status_code == 404
 

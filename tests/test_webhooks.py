@@ -76,7 +76,8 @@ def register(client: TestClient, url: str, events: list[str]) -> dict[str, Any]:
 
 
 def generate(client: TestClient) -> dict[str, Any]:
-    r = client.post("/api/v1/generations", json={"workflow": "txt2img", "params": {"prompt": "a fox", **TINY}})
+    r = client.post("/api/v1/generations", json={"workflow": "txt2img", "params": {
+        "prompt": "a fox", "checkpoint": "imagen-tiny", **TINY}})
     assert r.status_code == 202, r.text
     return wait_for(client, r.json()["id"])
 

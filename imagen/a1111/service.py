@@ -21,6 +21,8 @@ from imagen.generation.service import generation_service
 from imagen.inference.checkpoints import CheckpointRegistry
 from imagen.kit.errors import NotFound, Unprocessable, field_error
 from imagen.kit.scoped import owned
+from imagen.workflows.library import UnknownWorkflow
+from imagen.workflows.service import workflow_service
 
 DEFAULT_CHECKPOINT = "imagen-tiny"
 
@@ -91,13 +93,24 @@ class A1111Service:
 
     # ---- the user's options ----
     def default_checkpoint(self, session: Session, *, user: User, registry: CheckpointRegistry) -> CheckpointEntry:
+        """The user's choice (POST options), else the txt2img workflow's default, else `imagen-tiny`."""
         chosen = session.get(A1111Options, user.id)
-        if chosen is not None and chosen.checkpoint:
-            try:
-                return self.find_checkpoint(session, user=user, registry=registry, name=chosen.checkpoint)
-            except NotFound:  # deleted or unpublished since: back to the built-in default
-                pass
-        return self.find_checkpoint(session, user=user, registry=registry, name=DEFAULT_CHECKPOINT)
+        for name in (chosen.checkpoint if chosen is not None else None, self._workflow_default(session),
+                     DEFAULT_CHECKPOINT):
+            if name:
+                try:
+                    return self.find_checkpoint(session, user=user, registry=registry, name=name)
+                except NotFound:  # deleted or unpublished since, or not installed: the next one
+                    pass
+        raise NotFound("No checkpoint is available")
+
+    def _workflow_default(self, session: Session) -> str | None:
+        try:
+            workflow = workflow_service.get(session, "txt2img")
+        except UnknownWorkflow:
+            return None
+        default = next((p.default for p in workflow.parameters if p.name == "checkpoint"), None)
+        return default if isinstance(default, str) else None
 
     def options(self, session: Session, *, user: User, registry: CheckpointRegistry) -> dict[str, Any]:
         checkpoint = self.default_checkpoint(session, user=user, registry=registry)
