@@ -11,10 +11,12 @@ import zipfile
 from datetime import timedelta
 from pathlib import Path
 
+import httpx
 import pytest
 
 from imagen.generation.models import Generation, Output
 from imagen.kit.db import new_id, utcnow
+from imagen.notifications.service import notification_service
 from tests.conftest import signup_payload
 from tests.test_browser import CHROMIUM, chromium, live, playwright_sync  # noqa: F401 (fixtures)
 
@@ -23,7 +25,8 @@ ARTIFACTS = Path(os.environ.get("IMAGEN_TEST_ARTIFACTS", "/tmp/imagen-artifacts"
 PROMPT = "a lighthouse on a cliff at dusk"
 pytestmark = [pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"{CHROMIUM} is not installed"),
               pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)]
-PAGES = ["/generate", "/gallery", "/models", "/privacy", "/privacy/centre", "/privacy/consents", "/report-minor"]
+PAGES = ["/account", "/generate", "/gallery", "/models", "/privacy", "/privacy/centre", "/privacy/consents",
+         "/report-minor"]
 
 
 def seed_rows(app, user_id: str, count: int) -> None:
@@ -55,8 +58,8 @@ def test_studio_journey(live, chromium) -> None:  # noqa: F811
         assert r.status == 201, r.text()
         csrf = {"X-CSRF-Token": r.json()["csrf_token"]}
         user_id = page.request.get("/api/v1/me").json()["id"]
-        params = {"prompt": PROMPT, "negative_prompt": "fog", "steps": 3, "width": 64, "height": 64, "seed": 11,
-                  "batch_size": 2}
+        params = {"prompt": PROMPT, "negative_prompt": "fog", "checkpoint": "imagen-tiny", "steps": 3, "width": 64,
+                  "height": 64, "seed": 11, "batch_size": 2}
         gen_id = page.request.post("/api/v1/generations", data={"workflow": "txt2img", "params": params},
                                    headers=csrf).json()["id"]
         for _ in range(600):  # bounded: 600 looks, each waiting up to 0.2 s
@@ -139,6 +142,30 @@ def test_studio_journey(live, chromium) -> None:  # noqa: F811
         page.goto("/generate")
         assert page.evaluate("document.documentElement.dataset.theme") == "dark"
         expect(page.locator("#theme-toggle")).to_have_attribute("aria-pressed", "true")
+
+        # The account page: a key is shown once, its last use appears, it can be revoked; notifications are read.
+        with app.state.services.db.transaction() as s:
+            notification_service.notify(s, user_id=user_id, kind="export.ready", title="Your export is ready",
+                                        body="Download it from the privacy centre.", link="/privacy/centre")
+        page.goto("/account")
+        expect(page.locator("h1")).to_have_text("Your account")
+        expect(page.locator("#notes-list li.unread")).to_contain_text("Your export is ready")
+        page.click("#notes-list .mark-read")
+        expect(page.locator("#notes-list li.read")).to_have_count(1)
+        page.fill("#key-name", "my script")
+        page.click("#key-form button[type=submit]")
+        key = page.locator("#key-value")
+        expect(key).not_to_be_empty()
+        row = page.locator("#key-table tbody tr", has_text="my script")
+        expect(row.locator(".last-used")).to_have_text("never")
+        with httpx.Client(base_url=base, trust_env=False) as api:  # no cookies: the key alone
+            assert api.get("/api/v1/me", headers={"Authorization": f"Bearer {key.text_content()}"}).is_success
+        page.reload()
+        expect(page.locator("#key-created")).to_be_hidden()  # shown once
+        expect(row.locator(".last-used")).not_to_have_text("never")
+        page.once("dialog", lambda d: d.accept())
+        row.locator(".revoke-key").click()
+        expect(row).to_have_count(0)
 
         # Every page at 390 px: no sideways scroll, one h1, a skip link to the main content.
         page.set_viewport_size({"width": 390, "height": 844})

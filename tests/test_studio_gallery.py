@@ -19,7 +19,7 @@ WEBP_MAGIC = b"RIFF"
 
 
 def submit(client, **params):
-    payload = {"workflow": "txt2img", "params": {"prompt": "a fox", **TINY, **params}}
+    payload = {"workflow": "txt2img", "params": {"prompt": "a fox", "checkpoint": "imagen-tiny", **TINY, **params}}
     r = client.post("/api/v1/generations", json=payload)
     assert r.status_code == 202, r.text
     return wait_for(client, r.json()["id"])

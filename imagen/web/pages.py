@@ -153,6 +153,14 @@ def gallery_page(request: Request, principal: OptionalPrincipalDep, session: Ses
                   next_cursor=next_cursor, filters=filters, workflows=workflows, models=models)
 
 
+@router.get("/account")
+def account_page(request: Request, principal: OptionalPrincipalDep) -> Response:
+    """API keys and notifications; studio.js reads and writes them through the JSON API."""
+    if principal is None:
+        return to_login()
+    return render(request, "account.html", principal)
+
+
 @router.get("/privacy")
 def privacy_page(request: Request, principal: OptionalPrincipalDep, settings: SettingsDep,
                  session: SessionDep) -> Response:

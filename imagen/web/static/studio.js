@@ -344,6 +344,84 @@
     });
   }
 
+  // ---- the account page: API keys (shown once, revoke, last used) and the notifications inbox ----
+  function when(value) { return value ? `${value.slice(0, 16).replace("T", " ")} UTC` : "never"; }
+
+  function setupAccount() {
+    const form = document.getElementById("key-form");
+    if (!form) return;
+    const body = document.querySelector("#key-table tbody");
+    const keyBox = document.getElementById("key-error");
+    async function keys() {
+      const r = await call("GET", "/api/v1/api-keys");
+      if (!r.ok) { show(keyBox, r); return; }
+      body.replaceChildren();
+      for (const key of r.data) {
+        const revoke = el("button", { type: "button", className: "danger revoke-key" }, "Revoke");
+        revoke.dataset.keyId = key.id;
+        revoke.setAttribute("aria-label", `Revoke ${key.name}`);
+        const tr = el("tr", {}, el("td", {}, key.name), el("td", {}, el("code", {}, key.prefix)),
+          el("td", {}, when(key.created_at)), el("td", { className: "last-used" }, when(key.last_used_at)),
+          el("td", {}, revoke));
+        tr.dataset.keyId = key.id;
+        body.append(tr);
+      }
+      document.getElementById("key-empty").hidden = r.data.length > 0;
+    }
+    form.addEventListener("submit", async (event) => {
+      event.preventDefault();
+      keyBox.hidden = true;
+      const r = await call("POST", "/api/v1/api-keys", { name: form.elements.name.value });
+      if (!r.ok) { show(keyBox, r); return; }
+      document.getElementById("key-value").textContent = r.data.key;
+      document.getElementById("key-created").hidden = false;
+      form.reset();
+      await keys();
+    });
+    body.addEventListener("click", async (event) => {
+      const button = event.target.closest("button.revoke-key");
+      if (!button || !window.confirm("Revoke this key? Clients using it stop working at once.")) return;
+      const r = await call("DELETE", `/api/v1/api-keys/${encodeURIComponent(button.dataset.keyId)}`);
+      if (!r.ok && r.status !== 404) { show(keyBox, r); return; }
+      document.getElementById("key-created").hidden = true;
+      await keys();
+    });
+
+    const list = document.getElementById("notes-list");
+    const noteBox = document.getElementById("notes-error");
+    async function notes() {
+      const r = await call("GET", "/api/v1/me/notifications");
+      if (!r.ok) { show(noteBox, r); return; }
+      list.replaceChildren();
+      for (const note of r.data) {
+        const item = el("li", { className: note.read_at ? "read" : "unread" },
+          el("span", {}, `${note.title} (${when(note.created_at)}): ${note.body} `));
+        if (note.link && note.link.startsWith("/")) item.append(el("a", { href: note.link }, "Open"), " ");
+        if (!note.read_at) {
+          const read = el("button", { type: "button", className: "link-button mark-read" }, "Mark as read");
+          read.dataset.noteId = note.id;
+          item.append(read);
+        }
+        list.append(item);
+      }
+      document.getElementById("notes-empty").hidden = r.data.length > 0;
+    }
+    list.addEventListener("click", async (event) => {
+      const button = event.target.closest("button.mark-read");
+      if (!button) return;
+      const r = await call("POST", `/api/v1/me/notifications/${encodeURIComponent(button.dataset.noteId)}/read`);
+      if (!r.ok) { show(noteBox, r); return; }
+      await notes();
+    });
+    document.getElementById("notes-read-all").addEventListener("click", async () => {
+      const r = await call("POST", "/api/v1/me/notifications/read-all");
+      if (!r.ok) { show(noteBox, r); return; }
+      await notes();
+    });
+    keys();
+    notes();
+  }
+
   // ---- dark mode: follows the system until the toggle chooses; the choice is kept in this browser ----
   const THEME_KEY = "imagen_theme";
   const stored = localStorage.getItem(THEME_KEY);
@@ -369,5 +447,6 @@
     setupLogoutClears();
     if (document.body.dataset.page === "gallery") setupGallery();
     if (document.body.dataset.page === "generate") setupGenerate();
+    if (document.body.dataset.page === "account") setupAccount();
   });
 })();
