@@ -171,3 +171,25 @@ def test_another_users_images_answer_404(user_client, new_client, app):
     assert other.get("/api/v1/outputs/archive", params={"ids": out_id}).status_code == 404
     assert other.post("/api/v1/outputs/delete", json={"ids": [out_id]}).status_code == 404
     assert user_client.get(body["outputs"][0]["url"]).status_code == 200
+
+
+def test_queue_lists_my_active_jobs_with_what_is_ahead_and_cancel_removes_them(settings, runtime):
+    from fastapi.testclient import TestClient
+
+    from imagen.app import create_app
+
+    settings.worker_autostart = False  # nothing runs: the jobs stay queued
+    app = create_app(settings, run_migrations=False, runtime=runtime)
+    payload = {"workflow": "txt2img", "params": {"prompt": "a queued fox", "checkpoint": "imagen-tiny", **TINY}}
+    with TestClient(app, base_url="https://testserver") as a, TestClient(app, base_url="https://testserver") as b:
+        signup(a, "a@example.com")
+        signup(b, "b@example.com")
+        first = a.post("/api/v1/generations", json=payload).json()["id"]
+        b.post("/api/v1/generations", json=payload)
+        second = a.post("/api/v1/generations", json=payload).json()["id"]
+        items = a.get("/api/v1/queue").json()["items"]
+        assert [(i["id"], i["status"], i["ahead"], i["prompt"]) for i in items] == [
+            (first, "queued", 0, "a queued fox"), (second, "queued", 2, "a queued fox")]
+        assert len(b.get("/api/v1/queue").json()["items"]) == 1
+        assert a.post(f"/api/v1/generations/{first}/cancel").status_code == 200
+        assert [i["id"] for i in a.get("/api/v1/queue").json()["items"]] == [second]
