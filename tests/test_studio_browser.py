@@ -14,6 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from imagen.accounts.service import account_service
 from imagen.generation.models import Generation, Output
 from imagen.kit.db import new_id, utcnow
 from imagen.notifications.service import notification_service
@@ -26,7 +27,8 @@ PROMPT = "a lighthouse on a cliff at dusk"
 pytestmark = [pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"{CHROMIUM} is not installed"),
               pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)]
 PAGES = ["/account", "/generate", "/gallery", "/models", "/privacy", "/privacy/centre", "/privacy/consents",
-         "/report-minor"]
+         "/report-minor", "/admin", "/admin/minor-reports", "/admin/privacy-requests", "/admin/breaches",
+         "/admin/legal-requests", "/admin/cases", "/admin/users", "/admin/hash-banks"]
 
 
 def seed_rows(app, user_id: str, count: int) -> None:
@@ -166,6 +168,18 @@ def test_studio_journey(live, chromium) -> None:  # noqa: F811
         page.once("dialog", lambda d: d.accept())
         row.locator(".revoke-key").click()
         expect(row).to_have_count(0)
+
+        # The admin home links to every admin page (this account made an admin).
+        with app.state.services.db.transaction() as s:
+            account_service.get_by_email(s, "studio@example.com").role = "admin"
+        page.goto("/gallery")
+        page.click('header nav a[href="/admin"]')
+        expect(page.locator("h1")).to_have_text("Administration")
+        for href in ("/admin/minor-reports", "/admin/privacy-requests", "/admin/breaches", "/admin/cases"):
+            page.click(f'#admin-links a[href="{href}"]')
+            page.wait_for_url(f"{base}{href}")
+            expect(page.locator("h1")).to_have_count(1)
+            page.go_back()
 
         # Every page at 390 px: no sideways scroll, one h1, a skip link to the main content.
         page.set_viewport_size({"width": 390, "height": 844})

@@ -21,8 +21,11 @@ from imagen.consent.web import page_context as consent_page_context
 from imagen.generation.endpoints import GalleryFilterDep, gallery_item
 from imagen.generation.gallery import gallery_service
 from imagen.generation.resolve import FAMILY_LABELS
+from imagen.kit.db import utcnow
 from imagen.kit.http import SessionDep, SettingsDep
+from imagen.privacy.minors import minor_report_service
 from imagen.privacy.policy import render_version
+from imagen.web.admin_home import admin_counts
 from imagen.workflows.service import preset_service, workflow_service
 
 router = APIRouter(include_in_schema=False)
@@ -159,6 +162,31 @@ def account_page(request: Request, principal: OptionalPrincipalDep) -> Response:
     if principal is None:
         return to_login()
     return render(request, "account.html", principal)
+
+
+@router.get("/admin")
+def admin_home_page(request: Request, principal: OptionalPrincipalDep, session: SessionDep,
+                    settings: SettingsDep) -> Response:
+    """Links to every admin page with what waits on each (moderators see their queue only)."""
+    if principal is None:
+        return to_login()
+    if principal.user.role not in ("moderator", "admin"):
+        return not_found_page()
+    counts = admin_counts(session, now=utcnow(), soon_days=settings.privacy_due_soon_days)
+    return render(request, "admin_home.html", principal, counts=counts, soon_days=settings.privacy_due_soon_days)
+
+
+@router.get("/admin/minor-reports")
+def admin_minor_reports_page(request: Request, principal: OptionalPrincipalDep, session: SessionDep,
+                             status: str = "open") -> Response:
+    """Reports that an account belongs to a minor; confirm and dismiss go to the admin API."""
+    if principal is None:
+        return to_login()
+    if principal.user.role != "admin":
+        return not_found_page()
+    rows = minor_report_service.list(session, status=None if status == "all" else "open")
+    return render(request, "admin_minor_reports.html", principal,
+                  reports=[minor_report_service.out(session, r) for r in rows])
 
 
 @router.get("/privacy")

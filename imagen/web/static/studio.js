@@ -422,6 +422,29 @@
     notes();
   }
 
+  // ---- /admin/minor-reports: confirm (starts the account's erasure) or dismiss with a reason ----
+  function setupMinorReports() {
+    const table = document.getElementById("minor-reports");
+    if (!table) return;
+    const box = document.getElementById("form-error");
+    table.addEventListener("click", async (event) => {
+      const button = event.target.closest("button.minor-confirm, button.minor-dismiss");
+      if (!button) return;
+      const id = encodeURIComponent(button.dataset.reportId);
+      let r;
+      if (button.classList.contains("minor-confirm")) {
+        if (!window.confirm("Confirm that this account belongs to a minor? Its erasure starts now.")) return;
+        r = await call("POST", `/api/v1/admin/minor-reports/${id}/confirm`, {});
+      } else {
+        const reason = window.prompt("Why is this report dismissed?", "");
+        if (reason === null) return;
+        r = await call("POST", `/api/v1/admin/minor-reports/${id}/dismiss`, { reason });
+      }
+      if (r.ok) { window.location.reload(); return; }
+      show(box, r);
+    });
+  }
+
   // ---- dark mode: follows the system until the toggle chooses; the choice is kept in this browser ----
   const THEME_KEY = "imagen_theme";
   const stored = localStorage.getItem(THEME_KEY);
@@ -448,5 +471,6 @@
     if (document.body.dataset.page === "gallery") setupGallery();
     if (document.body.dataset.page === "generate") setupGenerate();
     if (document.body.dataset.page === "account") setupAccount();
+    if (document.body.dataset.page === "admin-minor-reports") setupMinorReports();
   });
 })();
