@@ -18,7 +18,7 @@ from imagen.accounts.service import account_service
 from imagen.generation.models import Generation, Output
 from imagen.kit.db import new_id, utcnow
 from imagen.notifications.service import notification_service
-from tests.conftest import signup_payload
+from tests.conftest import PASSWORD, signup_payload
 from tests.test_browser import CHROMIUM, chromium, live, playwright_sync  # noqa: F401 (fixtures)
 
 expect = playwright_sync.expect
@@ -168,6 +168,20 @@ def test_studio_journey(live, chromium) -> None:  # noqa: F811
         page.once("dialog", lambda d: d.accept())
         row.locator(".revoke-key").click()
         expect(row).to_have_count(0)
+
+        # Password change: a wrong current password is refused on the page; then the new one works.
+        page.fill("#current-password", "not-my-password")
+        page.fill("#new-password", "another-Long-passphrase-9")
+        page.click("#password-form button[type=submit]")
+        expect(page.locator("#password-error")).to_contain_text("current_password")
+        page.fill("#current-password", PASSWORD)
+        page.click("#password-form button[type=submit]")
+        expect(page.locator("#password-done")).to_be_visible()
+        expect(page.locator("#sessions-list li")).to_have_count(1)
+        expect(page.locator("#sessions-list")).to_contain_text("(this browser)")
+        with httpx.Client(base_url=base, trust_env=False) as api:
+            assert api.post("/api/v1/auth/login", json={"email": "studio@example.com",
+                                                        "password": "another-Long-passphrase-9"}).is_success
 
         # The admin home links to every admin page (this account made an admin).
         with app.state.services.db.transaction() as s:

@@ -13,6 +13,8 @@ from imagen.accounts.schemas import (
     ApiKeyOut,
     AuthResponse,
     LoginRequest,
+    PasswordChange,
+    SessionOut,
     SignupRequest,
 )
 from imagen.accounts.service import NewSession, account_service
@@ -97,3 +99,24 @@ def list_api_keys(user: CurrentUser, session: SessionDep) -> list[ApiKeyOut]:
 @router.delete("/api-keys/{key_id}", status_code=status.HTTP_204_NO_CONTENT)
 def delete_api_key(key_id: str, user: CurrentUser, session: SessionDep) -> None:
     account_service.delete_api_key(session, user=user, key_id=key_id)
+
+
+@router.post("/me/password", status_code=status.HTTP_204_NO_CONTENT)
+def change_password(data: PasswordChange, principal: PrincipalDep, session: SessionDep, client: ClientDep) -> None:
+    """Needs the current password; every other browser session of the account ends."""
+    account_service.change_password(session, user=principal.user, current=data.current_password,
+                                    new=data.new_password, keep=principal.login_session, client=client)
+
+
+@router.get("/me/sessions", response_model=list[SessionOut])
+def list_sessions(principal: PrincipalDep, session: SessionDep) -> list[SessionOut]:
+    current = principal.login_session.id if principal.login_session else None
+    return [SessionOut(id=s.id, created_at=s.created_at, expires_at=s.expires_at, ip_address=s.ip_address,
+                       user_agent=s.user_agent, current=s.id == current)
+            for s in account_service.list_sessions(session, user=principal.user)]
+
+
+@router.delete("/me/sessions/{session_id}", status_code=status.HTTP_204_NO_CONTENT)
+def revoke_session(session_id: str, principal: PrincipalDep, session: SessionDep, client: ClientDep) -> None:
+    """Signs that browser out (this one too, if it is this one's id)."""
+    account_service.revoke_session(session, user=principal.user, session_id=session_id, client=client)

@@ -225,6 +225,31 @@ class AccountService:
     def delete_api_key(self, session: Session, *, user: User, key_id: str) -> None:
         session.delete(get_owned(session, ApiKey, key_id, user.id, what="API key"))
 
+    def change_password(self, session: Session, *, user: User, current: str, new: str, keep: LoginSession | None,
+                        client: ClientInfo) -> int:
+        """Check the current password, store the new one, and end every other session (a stolen cookie stops
+        working); returns how many ended. API keys stay: they are revoked one by one on the account page."""
+        if not verify_password(user.password_hash, current):
+            self.log_event(session, kind="password_change_failed", client=client, user_id=user.id)
+            raise field_error("current_password", "is not your current password")
+        if problem := password_problem(new, user.email):
+            raise field_error("new_password", problem)
+        user.password_hash = hash_password(new)
+        others = [s for s in self.list_sessions(session, user=user) if keep is None or s.id != keep.id]
+        for other in others:
+            session.delete(other)
+        self.log_event(session, kind="password_changed", client=client, user_id=user.id)
+        return len(others)
+
+    def list_sessions(self, session: Session, *, user: User) -> list[LoginSession]:
+        return list(session.scalars(owned(LoginSession, user.id).where(LoginSession.expires_at > utcnow())
+                                    .order_by(LoginSession.created_at.desc())))
+
+    def revoke_session(self, session: Session, *, user: User, session_id: str, client: ClientInfo) -> None:
+        login = get_owned(session, LoginSession, session_id, user.id, what="Session")
+        self.log_event(session, kind="session_revoked", client=client, user_id=user.id)
+        session.delete(login)
+
     def count_users(self, session: Session) -> int:
         return session.scalar(select(func.count()).select_from(User)) or 0
 

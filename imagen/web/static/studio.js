@@ -420,6 +420,49 @@
     });
     keys();
     notes();
+    setupSecurity();
+  }
+
+  function setupSecurity() {
+    const form = document.getElementById("password-form");
+    const list = document.getElementById("sessions-list");
+    const sessionBox = document.getElementById("sessions-error");
+    async function sessions() {
+      const r = await call("GET", "/api/v1/me/sessions");
+      if (!r.ok) { show(sessionBox, r); return; }
+      list.replaceChildren();
+      for (const s of r.data) {
+        const item = el("li", {}, `${s.user_agent || "Unknown browser"} · ${s.ip_address || "?"} · since ${when(s.created_at)} `);
+        item.dataset.sessionId = s.id;
+        if (s.current) item.append(el("strong", {}, "(this browser)"));
+        else {
+          const revoke = el("button", { type: "button", className: "secondary revoke-session" }, "Sign out");
+          revoke.dataset.sessionId = s.id;
+          item.append(revoke);
+        }
+        list.append(item);
+      }
+    }
+    list.addEventListener("click", async (event) => {
+      const button = event.target.closest("button.revoke-session");
+      if (!button) return;
+      const r = await call("DELETE", `/api/v1/me/sessions/${encodeURIComponent(button.dataset.sessionId)}`);
+      if (!r.ok && r.status !== 404) { show(sessionBox, r); return; }
+      await sessions();
+    });
+    form.addEventListener("submit", async (event) => {
+      event.preventDefault();
+      const box = document.getElementById("password-error");
+      box.hidden = true;
+      document.getElementById("password-done").hidden = true;
+      const r = await call("POST", "/api/v1/me/password", {
+        current_password: form.elements.current_password.value, new_password: form.elements.new_password.value });
+      if (!r.ok) { show(box, r); return; }
+      form.reset();
+      document.getElementById("password-done").hidden = false;
+      await sessions();
+    });
+    sessions();
   }
 
   // ---- /admin/minor-reports: confirm (starts the account's erasure) or dismiss with a reason ----
