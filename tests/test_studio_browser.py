@@ -24,6 +24,11 @@ from tests.test_browser import CHROMIUM, chromium, live, playwright_sync  # noqa
 expect = playwright_sync.expect
 ARTIFACTS = Path(os.environ.get("IMAGEN_TEST_ARTIFACTS", "/tmp/imagen-artifacts"))
 PROMPT = "a lighthouse on a cliff at dusk"
+PUBLIC_PAGES = ["/", "/login", "/signup", "/privacy", "/privacy/request", "/report-minor"]
+AXE = Path(__file__).parent / "vendor" / "axe-core" / "axe.min.js"  # axe-core 4.14.1 from npm (MPL-2.0)
+AXE_RUN = """axe.run(document, {resultTypes: ["violations"]}).then((r) => r.violations
+    .filter((v) => v.impact === "serious" || v.impact === "critical")
+    .map((v) => `${v.id} (${v.impact}): ${v.nodes.slice(0, 3).map((n) => n.target.join(" ")).join(" | ")}`))"""
 pytestmark = [pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"{CHROMIUM} is not installed"),
               pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)]
 PAGES = ["/account", "/generate", "/gallery", "/models", "/privacy", "/privacy/centre", "/privacy/consents",
@@ -207,6 +212,30 @@ def test_studio_journey(live, chromium) -> None:  # noqa: F811
                 .slice(0, 5).map((e) => e.tagName + '#' + e.id + '.' + e.className)""")
             assert overflow <= 0, f"{path} scrolls sideways by {overflow} px at 390 px: {wide}"
             page.screenshot(path=str(ARTIFACTS / f"{path.strip('/').replace('/', '-')}-390.png"), full_page=True)
+
+        # axe-core on every page, light and dark: no serious or critical violation (injected through the DevTools
+        # protocol, which the page's CSP does not govern; the pages themselves still load only their own scripts).
+        axe = AXE.read_text()
+        page.set_viewport_size({"width": 1280, "height": 900})
+        page.goto("/account")
+        page.evaluate(axe)
+        page.evaluate("document.querySelector('main').append(document.createElement('input'))")  # no label
+        assert any(v.startswith("label (critical)") for v in page.evaluate(AXE_RUN))  # the scan does find things
+        found = []
+        for pages, signed_in in ((PAGES, True), (PUBLIC_PAGES, False)):
+            if not signed_in:  # the signed-out pages, at 390 px
+                context.clear_cookies()
+                page.set_viewport_size({"width": 390, "height": 844})
+            for theme in ("light", "dark"):
+                page.evaluate(f"localStorage.setItem('imagen_theme', '{theme}')")
+                for path in pages:
+                    page.goto(path)
+                    if not signed_in:
+                        overflow = page.evaluate("document.documentElement.scrollWidth - innerWidth")
+                        assert overflow <= 0 and page.locator("h1").count() == 1, path
+                    page.evaluate(axe)
+                    found += [f"{path} [{theme}] {v}" for v in page.evaluate(AXE_RUN)]
+        assert not found, "accessibility violations:\n" + "\n".join(found)
         assert not errors, f"errors in the page: {errors}"
     finally:
         context.close()
