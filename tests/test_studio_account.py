@@ -46,3 +46,33 @@ def test_sessions_listed_and_revoked(user_client, app, new_client):
     assert user_client.delete(f"/api/v1/me/sessions/{other['id']}").status_code == 204
     assert phone.get("/api/v1/me").status_code == 401
     assert [s["current"] for s in user_client.get("/api/v1/me/sessions").json()] == [True]
+
+
+def test_metadata_setting_is_off_by_default_and_writes_a1111_parameters_when_on(user_client):
+    import io
+
+    from PIL import Image
+
+    from tests.conftest import TINY, wait_for
+
+    r = user_client.post("/api/v1/generations", json={"workflow": "txt2img", "params": {
+        "prompt": "a fox in snow", "negative_prompt": "blur", "checkpoint": "imagen-tiny", **TINY}})
+    body = wait_for(user_client, r.json()["id"])
+    url = body["outputs"][0]["url"]
+    assert user_client.get("/api/v1/me/settings").json() == {"embed_metadata": False}
+    plain = user_client.get(url).content
+    assert "parameters" not in Image.open(io.BytesIO(plain)).info
+
+    r = user_client.put("/api/v1/me/settings", json={"embed_metadata": True})
+    assert r.status_code == 200 and r.json() == {"embed_metadata": True}
+    assert user_client.put("/api/v1/me/settings", json={"embed_metadata": "yes please"}).status_code == 422
+    tagged = user_client.get(f"{url}?download=1")
+    assert tagged.headers["content-disposition"].startswith("attachment")
+    image = Image.open(io.BytesIO(tagged.content))
+    text = image.info["parameters"]
+    assert text.startswith("a fox in snow\nNegative prompt: blur\nSteps: 2, ")
+    assert f"Seed: {TINY['seed']}, Size: 64x64" in text and "Model: imagen-tiny" in text
+    assert image.tobytes() == Image.open(io.BytesIO(plain)).tobytes()  # the same pixels
+
+    user_client.put("/api/v1/me/settings", json={"embed_metadata": False})
+    assert user_client.get(url).content == plain

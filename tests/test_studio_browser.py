@@ -13,6 +13,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from PIL import Image
 
 from imagen.accounts.service import account_service
 from imagen.generation.models import Generation, Output
@@ -173,6 +174,19 @@ def test_studio_journey(live, chromium) -> None:  # noqa: F811
         page.once("dialog", lambda d: d.accept())
         row.locator(".revoke-key").click()
         expect(row).to_have_count(0)
+
+        # Generation metadata: off by default; the toggle turns it on and downloads then carry it.
+        embed = page.locator("#embed-metadata")
+        expect(embed).not_to_be_checked()
+        embed.check()
+        for _ in range(50):  # bounded: the PUT lands within a few looks
+            if page.request.get("/api/v1/me/settings").json()["embed_metadata"]:
+                break
+            page.wait_for_timeout(100)
+        with Image.open(io.BytesIO(page.request.get(second["url"]).body())) as tagged:
+            assert tagged.info["parameters"].startswith(PROMPT)
+        page.reload()
+        expect(embed).to_be_checked()
 
         # Password change: a wrong current password is refused on the page; then the new one works.
         page.fill("#current-password", "not-my-password")

@@ -16,6 +16,7 @@ from imagen.accounts.schemas import (
     PasswordChange,
     SessionOut,
     SignupRequest,
+    UserSettings,
 )
 from imagen.accounts.service import NewSession, account_service
 from imagen.consent.cookies import cookie_choice
@@ -120,3 +121,14 @@ def list_sessions(principal: PrincipalDep, session: SessionDep) -> list[SessionO
 def revoke_session(session_id: str, principal: PrincipalDep, session: SessionDep, client: ClientDep) -> None:
     """Signs that browser out (this one too, if it is this one's id)."""
     account_service.revoke_session(session, user=principal.user, session_id=session_id, client=client)
+
+
+@router.get("/me/settings", response_model=UserSettings)
+def get_settings(user: CurrentUser) -> UserSettings:
+    return UserSettings.model_validate(user)
+
+
+@router.put("/me/settings", response_model=UserSettings)
+def put_settings(data: UserSettings, user: CurrentUser) -> UserSettings:
+    user.embed_metadata = data.embed_metadata
+    return UserSettings.model_validate(user)

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from datetime import date, datetime
 
-from sqlalchemy import Date, ForeignKey, String
+from sqlalchemy import Boolean, Date, ForeignKey, String, false
 from sqlalchemy.orm import Mapped, mapped_column
 
 from imagen.kit.db import Base, CreatedMixin, IdMixin, UTCDateTime
@@ -17,6 +17,8 @@ class User(IdMixin, CreatedMixin, Base):
     country: Mapped[str] = mapped_column(String(2), nullable=False)
     role: Mapped[str] = mapped_column(String(16), default="user", nullable=False)
     suspended_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    # Downloads carry A1111's `parameters` PNG text (prompt, seed, model): off unless the user turns it on (0015).
+    embed_metadata: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false(), nullable=False)
 
     @property
     def is_admin(self) -> bool:

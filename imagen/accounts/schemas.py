@@ -90,3 +90,10 @@ class SessionOut(BaseModel):
     ip_address: str | None
     user_agent: str | None
     current: bool  # the session making this request
+
+
+class UserSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid", from_attributes=True)
+
+    embed_metadata: bool = Field(description="write A1111's `parameters` text (prompt, seed, model) into downloaded "
+                                             "PNGs; off by default")

@@ -12,6 +12,7 @@ from sqlalchemy import select
 
 from imagen.accounts.http import CurrentUser
 from imagen.generation.gallery import GalleryFilter, gallery_service
+from imagen.generation.metadata import parameters_text, with_parameters
 from imagen.generation.models import FINAL_STATUSES, Generation, Output
 from imagen.generation.schemas import (
     Deleted,
@@ -245,9 +246,19 @@ def get_thumbnail(output_id: str, user: CurrentUser, session: SessionDep, reques
 @router.get("/outputs/{output_id}", response_model=None,
             responses={307: {"description": "Redirect to a short-lived presigned URL of the image (S3 storage)"}})
 def get_output(output_id: str, user: CurrentUser, session: SessionDep, settings: SettingsDep, request: Request,
-               download: bool = False) -> StreamingResponse | RedirectResponse:
+               download: bool = False) -> Response:
     output = generation_service.get_output(session, user=user, output_id=output_id)
     name = f"imagen-{output.id}.png"
+    if user.embed_metadata:  # the file as stored, with the settings that made it written into it
+        try:
+            png = with_parameters(request.app.state.services.blobs.get(output.blob_key),
+                                  parameters_text(output.generation, output))
+        except BlobNotFound:
+            raise NotFound("Output not found") from None
+        headers = {"Cache-Control": "private, no-store"}
+        if download:
+            headers["Content-Disposition"] = f'attachment; filename="{name}"'
+        return Response(png, media_type="image/png", headers=headers)
     # The owner is checked above; the URL is signed per request and expires, so no cache may keep it.
     if settings.s3_redirect_outputs and (url := request.app.state.services.blobs.presigned_url(
             output.blob_key, settings.s3_url_seconds, download_name=name if download else None)):

@@ -463,6 +463,15 @@
       await sessions();
     });
     sessions();
+
+    const embed = document.getElementById("embed-metadata");
+    const settingsBox = document.getElementById("settings-error");
+    call("GET", "/api/v1/me/settings").then((r) => { if (r.ok) embed.checked = r.data.embed_metadata; });
+    embed.addEventListener("change", async () => {
+      settingsBox.hidden = true;
+      const r = await call("PUT", "/api/v1/me/settings", { embed_metadata: embed.checked });
+      if (!r.ok) { show(settingsBox, r); embed.checked = !embed.checked; }
+    });
   }
 
   // ---- /admin/minor-reports: confirm (starts the account's erasure) or dismiss with a reason ----
