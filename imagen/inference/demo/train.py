@@ -29,7 +29,7 @@ from imagen.inference.demo.shapes import SIZE, random_scene, render
 
 DEMO_NAME = "imagen-demo"
 LORA_NAME = "imagen-demo-striped"
-DEFAULTS = {"seed": 1234, "images": 12000, "vae_steps": 900, "unet_steps": 1000, "lora_steps": 300}
+DEFAULTS = {"seed": 1234, "images": 12000, "vae_steps": 900, "unet_steps": 700, "lora_steps": 200}
 _TEXT_DIM = 64
 
 
