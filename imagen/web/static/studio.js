@@ -34,10 +34,13 @@
     download.setAttribute("download", "");
     const del = el("button", { type: "button", className: "danger delete-output" }, "Delete");
     del.dataset.outputId = item.id;
+    // Tiles added after the page loaded: their Report is handled here (moderation.js binds the first page's).
+    const report = el("button", { type: "button", className: "secondary report-tile" }, "Report");
+    report.dataset.outputId = item.id;
     li.append(open,
       el("div", { className: "meta" }, el("label", { className: "check" }, check, el("span", {}, "Select")), fav),
       el("div", { className: "meta" }, el("span", {}, `${item.width}×${item.height} · seed ${item.seed}`), when),
-      el("div", { className: "actions" }, download, " ", del));
+      el("div", { className: "actions" }, download, " ", del, " ", report));
     return li;
   }
 
@@ -94,6 +97,14 @@
         if (!r.ok) { show(box, r); return; }
         button.setAttribute("aria-pressed", String(r.data.favorite));
         button.textContent = r.data.favorite ? "★ Favourite" : "☆ Favourite";
+      } else if (button.classList.contains("report-tile")) {
+        const reason = window.prompt("Why are you reporting this image? (optional)", "");
+        if (reason === null) return;
+        button.disabled = true;
+        const r = await call("POST", "/api/v1/reports", { output_id: button.dataset.outputId, reason });
+        if (r.ok) { button.textContent = "Reported"; return; }
+        show(box, r);
+        button.disabled = false;
       } else if (button.classList.contains("open-detail")) {
         detail.open(button.dataset.outputId);
       }
