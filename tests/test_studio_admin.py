@@ -1,5 +1,5 @@
 """/admin: links and counts (open cases, privacy requests due, open breaches, open minor reports) for admins, the
-queue link only for moderators, a 404 for everyone else; /admin/minor-reports lists open reports (all with ?status=all)."""
+queue link only for moderators, a 404 for everyone else; /admin/minor-reports lists open reports (or all)."""
 
 from __future__ import annotations
 
