@@ -60,7 +60,7 @@ class FaultyBlobs(LocalBlobStore):
 @pytest.fixture
 def blobs(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> FaultyBlobs:
     store = FaultyBlobs(settings.blobs_dir)
-    monkeypatch.setattr("imagen.app.make_blob_store", lambda _settings: store)
+    monkeypatch.setattr("imagen.services.make_blob_store", lambda _settings: store)
     return store
 
 

@@ -94,7 +94,7 @@ def _wait_erased(app, user_id: str) -> None:
 
 def _scan(app, settings: Settings, user_id: str, email: str):
     return scan(app.state.services.db.engine, app.state.services.blobs, user_id=user_id, email=email,
-                secret=settings.resolved_secret_key())
+                secret=settings.resolved_secret_key(), settings=settings)
 
 
 def test_data_map_declares_every_personal_table():
