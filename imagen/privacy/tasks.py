@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from datetime import timedelta
-from typing import TYPE_CHECKING
+from typing import Any
 
 from imagen.kit.db import utcnow
 from imagen.kit.tasks import periodic, task
@@ -18,8 +18,7 @@ from imagen.privacy.erasure import erase_user, erasure_service
 from imagen.privacy.exports import build_export, export_service
 from imagen.privacy.retention import run_retention
 
-if TYPE_CHECKING:
-    from imagen.services import Services
+Services = Any  # imagen/services.py: the running process's services (domains sit below the root)
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sqlalchemy import and_, or_, select
 
@@ -21,8 +21,7 @@ from imagen.safety.quarantine import Quarantine
 from imagen.safety.reporting import AUTO_REPORT_GRACE, AUTO_REPORT_RETRY, reports_without_confirmation
 from imagen.safety.service import case_service
 
-if TYPE_CHECKING:
-    from imagen.services import Services
+Services = Any  # imagen/services.py: the running process's services (domains sit below the root)
 
 log = logging.getLogger(__name__)
 
