@@ -359,7 +359,10 @@ def test_fleet_survives_a_worker_killed_mid_job(fleet):
     for gid, body in bodies.items():
         expected = 2 if gid == long_job else 1
         assert len(body["outputs"]) == expected  # exactly one set of outputs per job, in the bucket, no strays
-        assert sorted(k for k in keys if f"/{gid}/" in k) == sorted(b for g, b in outputs if g == gid)
+        mine = sorted(b for g, b in outputs if g == gid)
+        assert sorted(k for k in keys if f"/{gid}/" in k and k.startswith("outputs/")) == mine
+        # and one thumbnail per output, nothing more
+        assert len([k for k in keys if f"/{gid}/" in k and k.startswith("thumbs/")]) == len(mine)
         assert len([b for g, b in outputs if g == gid]) == expected
         assert rows[gid].claimed_by in {"fleet-a", "fleet-b"}  # run by a worker, never by `imagen serve`
     assert rows[long_job].attempt == 2 and rows[long_job].claimed_by == survivor.name

@@ -18,6 +18,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select, update
 
 from imagen.accounts.models import User
+from imagen.app import create_app
 from imagen.mail.models import OutboundEmail
 from imagen.privacy.requests.models import PrivacyRequest, PrivacyRequestEvent
 from imagen.privacy.residue import scan
@@ -41,6 +42,7 @@ def admin(client: TestClient, app: FastAPI) -> TestClient:
 
 
 def mails(app: FastAPI, to: str | None = None) -> list[OutboundEmail]:
+    assert app.state.services.tasks.wait_idle()  # mail is delivered by a task enqueued after commit
     with app.state.services.db.transaction() as s:
         query = select(OutboundEmail).order_by(OutboundEmail.created_at)
         return list(s.scalars(query.where(OutboundEmail.to_address == to) if to else query))
@@ -75,6 +77,7 @@ def public_request(client: TestClient, email: str = "someone@example.com", kind:
                    details: str = "Please send me my data") -> dict[str, Any]:
     r = client.post("/api/v1/privacy-requests", json={"email": email, "kind": kind, "details": details})
     assert r.status_code == 201, r.text
+    assert client.app.state.services.tasks.wait_idle()  # the code's mail is sent by a task after commit
     return r.json()
 
 
@@ -454,18 +457,21 @@ def test_public_page_renders(client, new_client):
     assert 'data-request-id="abc123"' in page.text
 
 
-def test_smtp_backend_carries_the_code(client, app, settings, smtp_server):  # noqa: F811
+def test_smtp_backend_carries_the_code(settings, runtime, smtp_server):  # noqa: F811
     inbox, port = smtp_server
-    settings.mail_backend, settings.smtp_host, settings.smtp_port, settings.smtp_starttls = (
-        "smtp", "127.0.0.1", port, False)
-    body = public_request(client, "ada@example.com")
-    [got] = inbox.messages
-    msg = got["message"]
-    assert got["rcpt_tos"] == ["ada@example.com"] and msg["From"] == "privacy@imagen.test"
-    assert msg["Subject"] == "Confirm your privacy request"
-    code = code_in(msg.get_content())
-    assert client.post(f"/api/v1/privacy-requests/{body['id']}/verify", json={"code": code}).status_code == 200
-    assert [(m.status, m.backend) for m in mails(app)] == [("sent", "smtp")]
+    # The mailer is built once by the composition root: the app starts with the SMTP settings.
+    smtp_settings = settings.model_copy(update={
+        "mail_backend": "smtp", "smtp_host": "127.0.0.1", "smtp_port": port, "smtp_starttls": False})
+    app = create_app(smtp_settings, run_migrations=False, runtime=runtime)
+    with TestClient(app, base_url="https://testserver") as client:
+        body = public_request(client, "ada@example.com")
+        [got] = inbox.messages
+        msg = got["message"]
+        assert got["rcpt_tos"] == ["ada@example.com"] and msg["From"] == "privacy@imagen.test"
+        assert msg["Subject"] == "Confirm your privacy request"
+        code = code_in(msg.get_content())
+        assert client.post(f"/api/v1/privacy-requests/{body['id']}/verify", json={"code": code}).status_code == 200
+        assert [(m.status, m.backend) for m in mails(app)] == [("sent", "smtp")]
 
 
 # ---- completion runs the self-service code -----------------------------------------------------------------------

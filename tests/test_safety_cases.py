@@ -285,7 +285,7 @@ def test_evidence_survives_erasure_and_is_purged_when_the_hold_ends(app, client,
     [case] = cases(app)
     assert case.user_id == user_id and case.evidence[0].user_email == "eve@example.com"
     findings = scan(app.state.services.db.engine, app.state.services.blobs, user_id=user_id, email="eve@example.com",
-                    secret=settings.resolved_secret_key())
+                    secret=settings.resolved_secret_key(), settings=settings)
     assert residue(findings) == [], [(f.where, f.needle) for f in residue(findings)]
     assert {f.where.split(".")[0] for f in findings if f.allowed} >= {"safety_cases", "safety_evidence"}
 

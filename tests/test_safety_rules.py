@@ -209,20 +209,14 @@ def test_operator_rules_are_validated(tmp_path: Path, data: object, expected: st
     assert str(tmp_path / "rules.json") in str(info.value) or "defined twice" in str(info.value)
 
 
-def test_prompt_rules_follow_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from imagen.kit.config import get_settings
+def test_prompt_rules_follow_settings(tmp_path: Path) -> None:
+    from imagen.kit.config import Settings
 
     path = write(tmp_path, [{"id": "no-cats", "category": "cats", "any_of": ["cat"]}])
-    monkeypatch.setenv("IMAGEN_PROMPT_RULES_FILE", str(path))
-    get_settings.cache_clear()
-    try:
-        assert prompt_rules() is prompt_rules()
-        assert prompt_rules().check("a black cat").rule_id == "no-cats"
-        monkeypatch.delenv("IMAGEN_PROMPT_RULES_FILE")
-        get_settings.cache_clear()
-        assert prompt_rules().check("a black cat") is None
-    finally:
-        get_settings.cache_clear()
+    with_file = Settings(prompt_rules_file=path)
+    assert prompt_rules(with_file) is prompt_rules(with_file)  # parsed once while the file is unchanged
+    assert prompt_rules(with_file).check("a black cat").rule_id == "no-cats"
+    assert prompt_rules(Settings(prompt_rules_file=None)).check("a black cat") is None
 
 
 # NSFW ------------------------------------------------------------------------------------------------------------
@@ -302,18 +296,22 @@ def test_bad_policy_is_refused(value: str, expected: str) -> None:
         NsfwPolicy.from_config(value)
 
 
-def test_policy_from_settings(monkeypatch: pytest.MonkeyPatch) -> None:
-    from imagen.kit.config import Settings, get_settings
+def test_policy_from_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from imagen.kit.config import Settings
+    from imagen.kit.db import Database
+    from imagen.safety.checks import build_safety
+    from imagen.storage.local import LocalBlobStore
 
     monkeypatch.setenv("IMAGEN_NSFW_POLICY", '{"anus_exposed": "block"}')
-    get_settings.cache_clear()
+    assert nsfw_policy(Settings()).decide([Detection("ANUS_EXPOSED", 0.9, (0, 0, 1, 1))]).action == "block"
+    # A mistake in the policy stops the start (the composition root builds the safety checks), naming the key.
+    bad = Settings(nsfw_policy='{"anus": "block"}', data_dir=tmp_path)
+    db = Database(f"sqlite:///{tmp_path / 'x.db'}")
     try:
-        assert nsfw_policy().decide([Detection("ANUS_EXPOSED", 0.9, (0, 0, 1, 1))]).action == "block"
-        monkeypatch.setenv("IMAGEN_NSFW_POLICY", '{"anus": "block"}')
-        with pytest.raises(ValueError, match="unknown category"):
-            Settings()
+        with pytest.raises(ValueError, match="unknown category 'anus'"):
+            build_safety(db, LocalBlobStore(tmp_path / "blobs"), bad)
     finally:
-        get_settings.cache_clear()
+        db.dispose()
 
 
 PROBE = Path(__file__).with_name("nsfw_probe.png")
