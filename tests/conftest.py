@@ -3,11 +3,17 @@
 IMAGEN_TEST_DATABASES (default "sqlite,postgresql") picks the backends; IMAGEN_TEST_POSTGRES_URL points
 at a server (default: the local one on 127.0.0.1:5432, database imagen_test, created when missing);
 IMAGEN_TEST_MODELS_TEMPLATE names a folder of prebuilt tiny models to start from (mutation runs).
+Under pytest-xdist (the test command runs two workers) each worker gets its own database, `<name>_gw0`, ...
 """
 
 from __future__ import annotations
 
 import os
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # Workers share the machine's cores: one math thread each (read by torch at import, inherited by the servers
+    # and workers the tests start) instead of every process spinning a thread per core.
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
 import shutil
 import time
 from collections.abc import Iterator
@@ -30,6 +36,8 @@ from imagen.storage.local import LocalBlobStore
 BACKENDS = [b.strip() for b in os.environ.get("IMAGEN_TEST_DATABASES", "sqlite,postgresql").split(",") if b.strip()]
 POSTGRES_URL = os.environ.get(
     "IMAGEN_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/imagen_test")
+if worker := os.environ.get("PYTEST_XDIST_WORKER"):  # each pytest-xdist worker has a database of its own
+    POSTGRES_URL = f"{POSTGRES_URL}_{worker}"
 POLICY_VERSION = "2026-04-29"
 PASSWORD = "a-Long-enough-passphrase-7"
 
