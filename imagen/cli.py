@@ -12,11 +12,13 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from sqlalchemy import select
+from sqlalchemy.exc import SQLAlchemyError
 
 from imagen.assets.cli import models_app
 from imagen.consent.cli import policy_app
 from imagen.kit.cli_database import CLI_OPENER
-from imagen.kit.config import get_settings
+from imagen.kit.config import Settings, get_settings
 from imagen.privacy.cli import privacy_app
 from imagen.privacy.records_cli import records_app
 from imagen.privacy.retention_cli import retention_app
@@ -76,9 +78,48 @@ def serve(
                       + ". IMAGEN_ENV=production refuses to start without them.[/]")
     if settings.base_url == "http://127.0.0.1:8000" and (host, port) != ("127.0.0.1", 8000):
         settings.base_url = f"http://{host}:{port}"
-    console.print(f"[bold]IMAGEN[/] on http://{host}:{port}  (data: {settings.data_dir.resolve()})")
+    console.print(f"[bold]IMAGEN[/] on http://{host}:{port}")
+    for line in first_run_lines(settings):
+        console.print(line)
     # Forwarded headers are trusted by the app itself, per IMAGEN_TRUSTED_PROXIES (imagen/kit/surface.py).
     uvicorn.run(create_app(settings), host=host, port=port, proxy_headers=False)
+
+
+def describe_device(settings: Settings) -> str:
+    """What generations run on here: the CPU, a named GPU, or the fleet's workers."""
+    if settings.executor != "local":
+        return f"none in this process (IMAGEN_EXECUTOR={settings.executor}: the workers run generations)"
+    import torch
+
+    from imagen.inference.runtime import pick_device
+
+    device = pick_device(settings.device)
+    if device.startswith("cuda") and torch.cuda.is_available():
+        return f"{device} ({torch.cuda.get_device_name(torch.device(device))})"
+    return "cpu (no GPU found: generations are slow; set IMAGEN_DEVICE=cuda on a GPU machine)" if device == "cpu" \
+        else device
+
+
+def first_run_lines(settings: Settings) -> list[str]:
+    """What `imagen serve` prints under its address: where the data is, what runs the models, the first admin."""
+    lines = [f"  data folder: {escape(str(settings.data_dir.resolve()))}  (IMAGEN_DATA_DIR; the CLI finds it the same "
+             "way: run commands from this folder or set the variable)",
+             f"  database: {escape(settings.resolved_database_url.split('@')[-1])}",
+             f"  device: {escape(describe_device(settings))}"]
+    from imagen.accounts.models import User
+    from imagen.kit.db import Database
+
+    database = Database(settings.resolved_database_url)
+    try:
+        with database.transaction() as session:
+            has_admin = session.scalar(select(User.id).where(User.role == "admin").limit(1)) is not None
+    except SQLAlchemyError:  # not migrated yet: the app migrates it at start
+        has_admin = False
+    finally:
+        database.dispose()
+    if not has_admin:
+        lines.append("  no admin yet: [bold]imagen admin create-user you@example.com --admin[/] (asks for a password)")
+    return lines
 
 
 @app.command()
@@ -189,13 +230,15 @@ def generate(
     prompt: str,
     output: Annotated[Path, typer.Option("-o", "--output", help="PNG file to write")] = Path("out.png"),
     steps: Annotated[int, typer.Option(min=1, max=150)] = 20,
-    seed: Annotated[int, typer.Option(min=0, max=2**32 - 1)] = 0,
+    seed: Annotated[int | None, typer.Option(min=0, max=2**32 - 1, help="Default: a random seed (printed)")] = None,
     size: Annotated[str, typer.Option(help="WIDTHxHEIGHT, multiples of 8")] = "512x512",
     checkpoint: Annotated[str, typer.Option()] = "imagen-tiny",
     guidance: Annotated[float, typer.Option(min=0.0, max=30.0)] = 7.0,
     negative_prompt: Annotated[str, typer.Option()] = "",
 ) -> None:
     """Generate one image with the runtime directly (no server, no database)."""
+    import secrets
+
     from imagen.inference.checkpoints import CheckpointNotFound
     from imagen.inference.runtime import Runtime
     from imagen.inference.spec import JobSpec, ModelRef
@@ -205,6 +248,8 @@ def generate(
         width, height = (int(v) for v in size.lower().split("x"))
     except ValueError:
         raise typer.BadParameter("use WIDTHxHEIGHT, e.g. 512x512", param_hint="--size") from None
+    if seed is None:
+        seed = secrets.randbelow(2**32)  # like the web form: a new image each run; the seed printed reproduces it
     try:
         params = library.get("txt2img").validate_params(dict(
             prompt=prompt, negative_prompt=negative_prompt, steps=steps, seed=seed, width=width,

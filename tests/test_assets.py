@@ -508,8 +508,19 @@ def test_cli_add_list_remove(cli_env):
     assert removed.exit_code == 0 and "Removed style.safetensors" in removed.output
     assert runner.invoke(cli, ["models", "remove", ids["style.safetensors"]]).exit_code == 1
     assert len([p for p in blobs.rglob("*") if p.is_file()]) == 1
+    as_json = runner.invoke(cli, ["models", "list", "--json"])
+    assert as_json.exit_code == 0, as_json.output
+    listed = json.loads(as_json.stdout)  # stdout only: a library may warn on stderr
+    uploaded = [e for e in listed if not e["builtin"]]
+    assert [(e["id"], e["file"], e["owner"], e["kind"]) for e in uploaded] == [
+        (ids["base model.safetensors"], "base model.safetensors", "op@example.com", "checkpoint")]
+    assert {"imagen-tiny", "imagen-tiny-xl"} <= {e["id"] for e in listed if e["builtin"]}
+    table = runner.invoke(cli, ["models", "list"], env={"COLUMNS": "80"}).output  # narrow: ids fold, never cut
+    id_column = "".join(line.split("│")[1].strip() for line in table.splitlines() if line.startswith("│"))
+    assert ids["base model.safetensors"] in id_column
     runner.invoke(cli, ["models", "remove", ids["base model.safetensors"]])
-    assert "No models" in runner.invoke(cli, ["models", "list"]).output
+    assert "No models" in runner.invoke(cli, ["models", "list", "--owner", "op@example.com"]).output
+    assert "imagen-tiny" in runner.invoke(cli, ["models", "list"], env={"COLUMNS": "250"}).output
 
 
 def test_cli_add_without_owner_uses_the_first_admin(cli_env):

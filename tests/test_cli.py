@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 
 import pytest
 from PIL import Image
@@ -50,6 +51,22 @@ def test_generate_writes_a_reproducible_png(cli_env):
     assert out1.read_bytes() == out2.read_bytes()
 
 
+def test_generate_picks_a_random_seed_by_default_and_prints_it(cli_env):
+    runner = CliRunner()
+    seeds, images = [], []
+    for name in ("r1.png", "r2.png"):
+        out = cli_env / name
+        result = runner.invoke(app, ["generate", "a lighthouse", "-o", str(out), "--steps", "2", "--size", "64x64"])
+        assert result.exit_code == 0, result.output
+        seeds.append(int(re.search(r"seed (\d+)", result.output).group(1)))
+        images.append(out.read_bytes())
+    assert seeds[0] != seeds[1] and images[0] != images[1]
+    again = cli_env / "again.png"  # the printed seed reproduces the image
+    assert runner.invoke(app, ["generate", "a lighthouse", "-o", str(again), "--steps", "2", "--size", "64x64",
+                               "--seed", str(seeds[0])]).exit_code == 0
+    assert again.read_bytes() == images[0]
+
+
 @pytest.mark.parametrize(("args", "message"), [
     (["--size", "100x64"], "multiple of 8"), (["--size", "big"], "WIDTHxHEIGHT"),
     (["--checkpoint", "nope"], "unknown checkpoint"),
@@ -89,3 +106,24 @@ def test_set_role(cli_env):
             assert account_service.get_by_email(s, "mod@example.com").role == "moderator"
     finally:
         db.dispose()
+
+
+def test_serve_prints_the_data_folder_the_device_and_how_to_make_the_first_admin(cli_env):
+    from imagen.cli import first_run_lines
+
+    runner = CliRunner()
+    assert runner.invoke(app, ["db", "upgrade"]).exit_code == 0
+    lines = "\n".join(first_run_lines(get_settings()))
+    assert str((cli_env / "data").resolve()) in lines and "IMAGEN_DATA_DIR" in lines
+    assert "device: cpu" in lines and "imagen admin create-user" in lines
+    assert runner.invoke(app, ["admin", "create-user", "op@example.com", "--admin", "--password",
+                               "Sturdy-passphrase-42"]).exit_code == 0
+    assert "create-user" not in "\n".join(first_run_lines(get_settings()))  # an admin exists: no hint
+
+
+def test_serve_on_the_fleet_says_this_process_runs_no_model(cli_env):
+    from imagen.cli import describe_device
+    from imagen.kit.config import Settings
+
+    fleet = Settings(data_dir=cli_env / "data", executor="celery", broker_url="redis://127.0.0.1:6379/0")
+    assert describe_device(fleet).startswith("none in this process")

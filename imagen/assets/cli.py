@@ -118,13 +118,19 @@ def add(
 
 
 @models_app.command("list")
-def list_models(owner: Annotated[str | None, typer.Option(help="Only this account's models")] = None) -> None:
-    """List uploaded checkpoints and LoRAs (everyone's, or one account's)."""
+def list_models(
+    owner: Annotated[str | None, typer.Option(help="Only this account's models (built-ins are left out)")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON array on stdout, for scripts")] = False,
+) -> None:
+    """List the built-in checkpoints and the uploaded checkpoints and LoRAs (everyone's, or one account's)."""
+    import json
+
     from imagen.accounts.service import account_service
     from imagen.assets.models import MODEL_KINDS
     from imagen.assets.service import asset_service, human_bytes
+    from imagen.inference.checkpoints import CheckpointRegistry
 
-    with _open() as (_settings, db, _blobs, _safety), db.transaction() as session:
+    with _open() as (settings, db, _blobs, _safety), db.transaction() as session:
         user_id = None
         if owner is not None:
             user = account_service.get_by_email(session, owner)
@@ -132,13 +138,28 @@ def list_models(owner: Annotated[str | None, typer.Option(help="Only this accoun
                 raise _fail(f"No account with the email {owner}")
             user_id = user.id
         rows = [(a, e) for a, e in asset_service.list_all(session, user_id=user_id) if a.kind in MODEL_KINDS]
-    if not rows:
+    builtins = [] if owner is not None else [
+        c for c in CheckpointRegistry(settings.resolved_models_dir).list() if c.builtin]
+    entries = [{"id": c.name, "owner": None, "kind": "checkpoint", "family": c.family, "sha256": c.sha256,
+                "size_bytes": None, "public": True, "builtin": True, "file": None, "description": "built in"}
+               for c in builtins]
+    entries += [{"id": a.id, "owner": email, "kind": a.kind, "family": a.family, "sha256": a.sha256,
+                 "size_bytes": a.size_bytes, "public": a.public, "builtin": False, "file": a.filename,
+                 "description": a.description} for a, email in rows]
+    if as_json:
+        print(json.dumps(entries, indent=2))
+        return
+    if not entries:
         console.print("No models.")
         return
-    table = Table("id", "owner", "kind", "family", "hash", "size", "public", "file", "what")
-    for asset, email in rows:
-        table.add_row(asset.id, email, asset.kind, asset.family or "", asset.short_hash, human_bytes(asset.size_bytes),
-                      "yes" if asset.public else "", asset.filename, asset.description)
+    table = Table()
+    table.add_column("id", overflow="fold")  # full ids, folded rather than cut: `remove` and the API take them
+    for heading in ("kind", "family", "hash", "size", "public", "owner", "file", "what"):
+        table.add_column(heading)
+    for e in entries:
+        size = "" if e["size_bytes"] is None else human_bytes(e["size_bytes"])
+        table.add_row(e["id"], e["kind"], e["family"] or "", (e["sha256"] or "")[:12], size,
+                      "yes" if e["public"] else "", e["owner"] or "(built in)", e["file"] or "", e["description"] or "")
     console.print(table)
 
 
