@@ -1,0 +1,64 @@
+"""Login throttling: failed sign-ins counted per account and per client address in a sliding window.
+
+Once an account has `IMAGEN_LOGIN_MAX_FAILURES_PER_ACCOUNT` failures within `IMAGEN_LOGIN_WINDOW_MINUTES` every
+attempt on it gets a 429 with Retry-After, whatever the password, until enough failures age out of the window;
+the same for an address and `IMAGEN_LOGIN_MAX_FAILURES_PER_IP`. Throttled attempts are not counted as failures, so
+the pause ends. The counters are rows (`login_failures`), so every web process sees the same counts; retention
+deletes them after `IMAGEN_RETENTION_LOGIN_FAILURES_DAYS`.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime, timedelta
+
+from sqlalchemy import ColumnElement, func, select, update
+from sqlalchemy.orm import Session
+
+from imagen.accounts.models import LoginFailure
+from imagen.kit.config import Settings
+from imagen.kit.db import utcnow
+
+
+class LoginThrottle:
+    def _wait(self, session: Session, where: ColumnElement[bool], limit: int, window: timedelta,
+              now: datetime) -> float:
+        """Seconds until fewer than `limit` failures matching `where` remain in the window (0: not throttled)."""
+        times = list(session.scalars(
+            select(LoginFailure.created_at).where(where, LoginFailure.created_at > now - window)
+            .order_by(LoginFailure.created_at.desc()).limit(limit)))
+        if len(times) < limit:
+            return 0.0
+        return (times[limit - 1] + window - now).total_seconds()
+
+    def retry_after(self, session: Session, *, settings: Settings, user_id: str | None,
+                    ip_address: str | None) -> int | None:
+        """Seconds the client must wait before this account or address may try again; None: it may try now."""
+        now, window = utcnow(), timedelta(minutes=settings.login_window_minutes)
+        waits = [0.0]
+        if user_id is not None:
+            waits.append(self._wait(session, LoginFailure.user_id == user_id,
+                                    settings.login_max_failures_per_account, window, now))
+        if ip_address:
+            waits.append(self._wait(session, LoginFailure.ip_address == ip_address,
+                                    settings.login_max_failures_per_ip, window, now))
+        wait = max(waits)
+        return max(1, math.ceil(wait)) if wait > 0 else None
+
+    def record(self, session: Session, *, settings: Settings, user_id: str | None, ip_address: str | None) -> int:
+        """Count a failure; returns the account's failures in the window, this one included (0 without one)."""
+        session.add(LoginFailure(user_id=user_id, ip_address=ip_address))
+        session.flush()
+        if user_id is None:
+            return 0
+        since = utcnow() - timedelta(minutes=settings.login_window_minutes)
+        return session.scalar(select(func.count()).select_from(LoginFailure)
+                              .where(LoginFailure.user_id == user_id, LoginFailure.created_at > since)) or 0
+
+    def forgive_account(self, session: Session, *, user_id: str) -> None:
+        """After the owner proved their mailbox (a password reset): the account's pause ends; the failures still
+        count against the addresses they came from."""
+        session.execute(update(LoginFailure).where(LoginFailure.user_id == user_id).values(user_id=None))
+
+
+login_throttle = LoginThrottle()
