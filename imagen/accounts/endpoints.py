@@ -68,11 +68,11 @@ def signup(data: SignupRequest, session: SessionDep, settings: SettingsDep, clie
     return AuthResponse(account=account_out(session, user, settings), csrf_token=new.login_session.csrf_token)
 
 
-@router.post("/auth/login", response_model=AuthResponse,
-             responses={429: {"description": "Too many failed sign-ins for this account or address (Retry-After)"}})
+@router.post("/auth/login", response_model=AuthResponse)
 def login(data: LoginRequest, session: SessionDep, settings: SettingsDep, client: ClientDep, outbox: OutboxDep,
           response: Response) -> AuthResponse | JSONResponse:
-    """With two-factor on, send `code` too; without it the answer is 401 with `two_factor_required: true`."""
+    """With two-factor on, send `code` too; without it the answer is 401 with `two_factor_required: true`. After too
+    many failed sign-ins for the account or from the address: 429 with Retry-After, whatever the password."""
     outcome = login_service.sign_in(session, settings=settings, outbox=outbox, email=data.email,
                                     password=data.password, code=data.code, client=client)
     user = outcome.user
