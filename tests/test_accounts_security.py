@@ -357,3 +357,20 @@ def test_a_reset_ends_the_pause_and_retention_purges_the_counters(mail_client):
     assert any(p.name == "login_failures" and p.count == 10 for p in purges)
     with mail.db() as s:
         assert s.scalar(select(func.count()).select_from(LoginFailure)) == 0
+
+
+# ---- pages ---------------------------------------------------------------------------------------------------------
+
+
+def test_pages_for_the_emailed_links_and_the_account_sections(client):
+    page = client.get("/reset-password?token=abc-123")
+    assert page.status_code == 200 and 'data-token="abc-123"' in page.text
+    assert "script-src 'self'" in page.headers["content-security-policy"]
+    assert "account_security.js" in page.text and "<script>" not in page.text
+    assert 'id="reset-request-form"' in client.get("/reset-password").text
+    assert 'data-token="xyz"' in client.get("/verify-email?token=xyz").text
+    assert 'href="/reset-password"' in client.get("/login").text
+    signup(client)
+    account = client.get("/account").text
+    assert 'id="twofa-setup-form"' in account and 'id="email-form"' in account
+    assert client.get("/static/account_security.js").status_code == 200
