@@ -359,6 +359,49 @@ def test_a_reset_ends_the_pause_and_retention_purges_the_counters(mail_client):
         assert s.scalar(select(func.count()).select_from(LoginFailure)) == 0
 
 
+# ---- export and erasure --------------------------------------------------------------------------------------------
+
+
+def test_export_leaves_out_the_secrets_and_erasure_leaves_no_residue(mail_client, smtp_settings):
+    import io
+    import json
+    import time
+    import zipfile
+
+    from imagen.privacy.erasure import erase_user
+    from imagen.privacy.residue import residue, scan
+
+    client, mail = mail_client
+    signup(client)
+    totp, _codes = enrol(client)
+    client.post("/api/v1/me/email", json={"new_email": "ada@new.example", "current_password": PASSWORD})
+    login(browser(mail), password="wrong-guess-wrong-9")
+    r = client.post("/api/v1/me/exports")
+    assert r.status_code == 202, r.text
+    deadline = time.monotonic() + 60
+    while (body := client.get(f"/api/v1/me/exports/{r.json()['id']}").json())["status"] == "pending":
+        assert time.monotonic() < deadline, body
+        time.sleep(0.05)
+    with zipfile.ZipFile(io.BytesIO(client.get(body["download_url"]).content)) as z:
+        data = json.loads(z.read("data.json"))["sections"]
+    dumped = json.dumps(data)
+    for section in ("account_links", "two_factor", "recovery_codes", "login_failures", "account_emails"):
+        assert data[section]["count"] >= 1, section
+    for secret_column in ("token_hash", "secret_encrypted", "code_hash", "ip_hash"):
+        assert secret_column not in dumped
+    assert totp.secret not in dumped
+
+    user_id = client.get("/api/v1/me").json()["id"]
+    services = mail.app.state.services
+    erase_user(services.db, services.blobs, services.executor, user_id, settings=services.settings)
+    with mail.db() as s:
+        for model in (AccountToken, TotpCredential, RecoveryCode, LoginFailure):
+            assert s.scalar(select(func.count()).select_from(model)) == 0, model
+    findings = scan(services.db.engine, services.blobs, user_id=user_id, email="ada@example.com",
+                    secret=smtp_settings.resolved_secret_key(), settings=smtp_settings)
+    assert residue(findings) == [], [(f.where, f.needle) for f in residue(findings)]
+
+
 # ---- pages ---------------------------------------------------------------------------------------------------------
 
 

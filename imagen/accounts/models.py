@@ -101,9 +101,9 @@ class RecoveryCode(IdMixin, CreatedMixin, Base):
 
 class LoginFailure(IdMixin, CreatedMixin, Base):
     """A refused sign-in (wrong password or code), counted per account and per address for throttling; purged by
-    retention soon after its window."""
+    retention soon after its window. The address only as a keyed hash: counting needs equality, nothing more."""
 
     __tablename__ = "login_failures"
 
     user_id: Mapped[str | None] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
-    ip_address: Mapped[str | None] = mapped_column(String(64), index=True)
+    ip_hash: Mapped[str | None] = mapped_column(String(64), index=True)

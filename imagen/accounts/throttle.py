@@ -3,8 +3,8 @@
 Once an account has `IMAGEN_LOGIN_MAX_FAILURES_PER_ACCOUNT` failures within `IMAGEN_LOGIN_WINDOW_MINUTES` every
 attempt on it gets a 429 with Retry-After, whatever the password, until enough failures age out of the window;
 the same for an address and `IMAGEN_LOGIN_MAX_FAILURES_PER_IP`. Throttled attempts are not counted as failures, so
-the pause ends. The counters are rows (`login_failures`), so every web process sees the same counts; retention
-deletes them after `IMAGEN_RETENTION_LOGIN_FAILURES_DAYS`.
+the pause ends. The counters are rows (`login_failures`), so every web process sees the same counts; they keep the
+address only as a keyed hash, and retention deletes them after `IMAGEN_RETENTION_LOGIN_FAILURES_DAYS`.
 """
 
 from __future__ import annotations
@@ -16,8 +16,13 @@ from sqlalchemy import ColumnElement, func, select, update
 from sqlalchemy.orm import Session
 
 from imagen.accounts.models import LoginFailure
+from imagen.accounts.security import keyed_hash
 from imagen.kit.config import Settings
 from imagen.kit.db import utcnow
+
+
+def address_hash(settings: Settings, ip_address: str | None) -> str | None:
+    return keyed_hash(settings.resolved_secret_key(), "login-address", ip_address) if ip_address else None
 
 
 class LoginThrottle:
@@ -40,14 +45,14 @@ class LoginThrottle:
             waits.append(self._wait(session, LoginFailure.user_id == user_id,
                                     settings.login_max_failures_per_account, window, now))
         if ip_address:
-            waits.append(self._wait(session, LoginFailure.ip_address == ip_address,
+            waits.append(self._wait(session, LoginFailure.ip_hash == address_hash(settings, ip_address),
                                     settings.login_max_failures_per_ip, window, now))
         wait = max(waits)
         return max(1, math.ceil(wait)) if wait > 0 else None
 
     def record(self, session: Session, *, settings: Settings, user_id: str | None, ip_address: str | None) -> int:
         """Count a failure; returns the account's failures in the window, this one included (0 without one)."""
-        session.add(LoginFailure(user_id=user_id, ip_address=ip_address))
+        session.add(LoginFailure(user_id=user_id, ip_hash=address_hash(settings, ip_address)))
         session.flush()
         if user_id is None:
             return 0

@@ -187,10 +187,10 @@ DATA_MAP: list[DataItem] = [
         table="recovery_codes", user_column="user_id", export_exclude=("code_hash",), providers=("hosting",)),
     DataItem(
         name="login_failures", category="security log", source="automatic",
-        description="failed sign-ins counted for throttling: time and IP address",
+        description="failed sign-ins counted for throttling: time and a keyed hash of the IP address",
         purpose="slow down password guessing (policy §9)", legal_basis=_SECURITY,
         retention="retention_login_failures_days", erasure="delete", table="login_failures", user_column="user_id",
-        identifiers=("ip_address",),
+        export_exclude=("ip_hash",),
         period=Period(setting="retention_login_failures_days", what="failed-sign-in counters"),
         providers=("hosting",)),
     DataItem(

@@ -52,11 +52,11 @@ def upgrade() -> None:
         "login_failures",
         sa.Column("id", sa.String(32), primary_key=True),
         sa.Column("user_id", sa.String(32), sa.ForeignKey("users.id", ondelete="CASCADE")),
-        sa.Column("ip_address", sa.String(64)),
+        sa.Column("ip_hash", sa.String(64)),
         sa.Column("created_at", UTCDateTime(), nullable=False),
     )
     op.create_index("ix_login_failures_user_id", "login_failures", ["user_id"])
-    op.create_index("ix_login_failures_ip_address", "login_failures", ["ip_address"])
+    op.create_index("ix_login_failures_ip_hash", "login_failures", ["ip_hash"])
 
 
 def downgrade() -> None:
