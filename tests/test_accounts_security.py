@@ -95,6 +95,8 @@ def test_signup_with_smtp_mails_a_single_use_link_that_unlocks_generation(mail_c
     assert client.get("/api/v1/me").json()["email_verification_required"] is True
     r = submit(client)
     assert r.status_code == 403 and "Confirm your email address" in r.json()["detail"]
+    upload = client.post("/api/v1/assets?kind=reference_image&filename=a.png", content=b"\x89PNG")
+    assert upload.status_code == 403 and "Confirm your email address" in upload.json()["detail"]
     token = mail.token("ada@example.com", "Confirm your email", "/verify-email")
 
     other = browser(mail)  # the link may be opened anywhere, signed in or not
@@ -284,6 +286,13 @@ def test_two_factor_enrolment_login_and_recovery_codes(mail_client):
     assert login(browser(mail), code=codes[0]).status_code == 401  # used up
     assert login(browser(mail), code=codes[1].upper().replace("-", " ")).status_code == 200
     assert client.get("/api/v1/me/2fa").json()["recovery_codes_left"] == 8
+    assert client.post("/api/v1/me/2fa/recovery-codes", json={"code": codes[2]}).status_code == 422  # needs the app
+    with mail.db() as s:  # as if the next 30-second step had come (its code was used above)
+        s.execute(update(TotpCredential).values(last_step=None))
+    fresh = client.post("/api/v1/me/2fa/recovery-codes", json={"code": totp.now()})
+    assert fresh.status_code == 200 and len(fresh.json()["recovery_codes"]) == 10
+    assert login(browser(mail), code=codes[3]).status_code == 401  # the old codes stopped working
+    assert login(browser(mail), code=fresh.json()["recovery_codes"][0]).status_code == 200
 
     assert client.post("/api/v1/me/2fa/disable", json={"password": PASSWORD}).status_code == 204
     assert login(browser(mail)).status_code == 200
@@ -323,6 +332,21 @@ def test_ten_failures_pause_the_account_whatever_the_password_and_tell_the_owner
     assert login(browser(mail), email="bob@example.com").status_code == 200  # other accounts are not paused
     with mail.db() as s:  # the window passes
         s.execute(update(LoginFailure).values(created_at=utcnow() - timedelta(minutes=16)))
+    assert login(browser(mail)).status_code == 200
+
+
+def test_the_pause_grows_for_whoever_keeps_guessing(mail_client):
+    """Twice the limit within a day: once the window has passed, the pause is two windows from the last failure."""
+    client, mail = mail_client
+    signup(client)
+    user_id = client.get("/api/v1/me").json()["id"]
+    with mail.db() as s:
+        s.add_all(LoginFailure(user_id=user_id, created_at=utcnow() - timedelta(minutes=20)) for _ in range(20))
+    r = login(browser(mail))
+    assert r.status_code == 429
+    assert 9 * 60 <= int(r.headers["Retry-After"]) <= 10 * 60 + 1  # 30 minutes after the last, 20 have passed
+    with mail.db() as s:
+        s.execute(update(LoginFailure).values(created_at=utcnow() - timedelta(minutes=31)))
     assert login(browser(mail)).status_code == 200
 
 

@@ -3,8 +3,10 @@
 Once an account has `IMAGEN_LOGIN_MAX_FAILURES_PER_ACCOUNT` failures within `IMAGEN_LOGIN_WINDOW_MINUTES` every
 attempt on it gets a 429 with Retry-After, whatever the password, until enough failures age out of the window;
 the same for an address and `IMAGEN_LOGIN_MAX_FAILURES_PER_IP`. Throttled attempts are not counted as failures, so
-the pause ends. The counters are rows (`login_failures`), so every web process sees the same counts; they keep the
-address only as a keyed hash, and retention deletes them after `IMAGEN_RETENTION_LOGIN_FAILURES_DAYS`.
+the pause ends. The pauses grow for whoever keeps guessing: with 2, 3, 4... times the limit of failures in the last
+day, the pause after the latest failure is 2, 4, 8... windows long (at most a day). The counters are rows
+(`login_failures`), so every web process sees the same counts; they keep the address only as a keyed hash, and
+retention deletes them after `IMAGEN_RETENTION_LOGIN_FAILURES_DAYS` (keep it at 1 day or more for the growth).
 """
 
 from __future__ import annotations
@@ -20,6 +22,9 @@ from imagen.accounts.security import keyed_hash
 from imagen.kit.config import Settings
 from imagen.kit.db import utcnow
 
+GROWTH_HORIZON = timedelta(days=1)  # failures this old still lengthen the pause
+MAX_LEVEL = 8  # rows read per check: at most this many times the limit
+
 
 def address_hash(settings: Settings, ip_address: str | None) -> str | None:
     return keyed_hash(settings.resolved_secret_key(), "login-address", ip_address) if ip_address else None
@@ -28,13 +33,18 @@ def address_hash(settings: Settings, ip_address: str | None) -> str | None:
 class LoginThrottle:
     def _wait(self, session: Session, where: ColumnElement[bool], limit: int, window: timedelta,
               now: datetime) -> float:
-        """Seconds until fewer than `limit` failures matching `where` remain in the window (0: not throttled)."""
-        times = list(session.scalars(
-            select(LoginFailure.created_at).where(where, LoginFailure.created_at > now - window)
-            .order_by(LoginFailure.created_at.desc()).limit(limit)))
-        if len(times) < limit:
-            return 0.0
-        return (times[limit - 1] + window - now).total_seconds()
+        """Seconds until this account or address may try again (0: now): fewer than `limit` failures must remain in
+        the window, and a repeat offender's growing pause must have passed."""
+        recent = list(session.scalars(
+            select(LoginFailure.created_at).where(where, LoginFailure.created_at > now - GROWTH_HORIZON)
+            .order_by(LoginFailure.created_at.desc()).limit(limit * MAX_LEVEL)))
+        in_window = [t for t in recent if t > now - window]
+        wait = (in_window[limit - 1] + window - now).total_seconds() if len(in_window) >= limit else 0.0
+        level = len(recent) // limit
+        if level >= 2:
+            pause = min(window * 2 ** (level - 1), GROWTH_HORIZON)
+            wait = max(wait, (recent[0] + pause - now).total_seconds())
+        return wait
 
     def retry_after(self, session: Session, *, settings: Settings, user_id: str | None,
                     ip_address: str | None) -> int | None:
