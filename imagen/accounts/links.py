@@ -107,20 +107,25 @@ class AccountLinkService:
 
     # ---- using -----------------------------------------------------------------------------------------------------
 
-    def claim(self, session: Session, *, settings: Settings, token: str, purposes: tuple[LinkPurpose, ...]
+    def valid(self, session: Session, *, settings: Settings, token: str, purposes: tuple[LinkPurpose, ...]
               ) -> AccountToken:
-        """The link's row, now used; a 400 saying why when it is unknown, used or expired."""
+        """The link's row while it may still be used; a 400 saying why when it is unknown, used or expired."""
         row = session.scalars(select(AccountToken).where(AccountToken.token_hash == link_hash(settings, token))
                               ).first()
         if row is None or row.purpose not in purposes:
             raise BadRequest("This link is not valid (it may have been replaced by a newer one); ask for a new one")
-        now = utcnow()
         if row.used_at is not None:
             raise BadRequest("This link was already used; ask for a new one if you still need it")
-        if row.expires_at <= now:
+        if row.expires_at <= utcnow():
             raise BadRequest("This link has expired; ask for a new one")
+        return row
+
+    def claim(self, session: Session, *, settings: Settings, token: str, purposes: tuple[LinkPurpose, ...]
+              ) -> AccountToken:
+        """`valid`, then used up: a conditional update, so of two requests with the same link one wins."""
+        row = self.valid(session, settings=settings, token=token, purposes=purposes)
         claimed = session.execute(update(AccountToken).where(AccountToken.id == row.id, AccountToken.used_at.is_(None))
-                                  .values(used_at=now)).rowcount
+                                  .values(used_at=utcnow())).rowcount
         if not claimed:
             raise BadRequest("This link was already used; ask for a new one if you still need it")
         session.refresh(row)
@@ -152,14 +157,12 @@ class AccountLinkService:
                        client: ClientInfo) -> User:
         """Set a new password from a reset link: every session ends, the account's login pause too, the owner is
         told. The password is checked before the link is used up, so a weak one can be corrected."""
-        row = session.scalars(select(AccountToken).where(AccountToken.token_hash == link_hash(settings, token))
-                              ).first()
-        user = session.get(User, row.user_id) if row is not None else None
-        if user is not None and (problem := password_problem(password, user.email,
-                                                             min_score=settings.password_min_score)):
+        purposes = (LinkPurpose.PASSWORD_RESET,)
+        user = session.get(User, self.valid(session, settings=settings, token=token, purposes=purposes).user_id)
+        assert user is not None  # tokens go with their user (ON DELETE CASCADE)
+        if problem := password_problem(password, user.email, min_score=settings.password_min_score):
             raise field_error("password", problem)
-        row = self.claim(session, settings=settings, token=token, purposes=(LinkPurpose.PASSWORD_RESET,))
-        assert user is not None
+        self.claim(session, settings=settings, token=token, purposes=purposes)
         user.password_hash = hash_password(password)
         user.email_verified_at = user.email_verified_at or utcnow()  # the link reached this mailbox
         session.execute(delete(LoginSession).where(LoginSession.user_id == user.id))
