@@ -14,6 +14,7 @@ from fastapi.staticfiles import StaticFiles
 
 from imagen.a1111.endpoints import router as a1111_router
 from imagen.accounts.endpoints import router as accounts_router
+from imagen.accounts.security_endpoints import router as account_security_router
 from imagen.assets.endpoints import router as assets_router
 from imagen.consent.endpoints import router as consent_router
 from imagen.consent.service import consent_service
@@ -86,7 +87,8 @@ def create_app(settings: Settings | None = None, *, run_migrations: bool = True,
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    for router in (accounts_router, assets_router, workflows_router, generation_router, privacy_router,
+    for router in (accounts_router, account_security_router, assets_router, workflows_router, generation_router,
+                   privacy_router,
                    notifications_router, privacy_centre_router, privacy_requests_router, consent_router,
                    marketing_router, privacy_me_router, safety_banks_router, safety_router, safety_pages_router,
                    webhooks_router, a1111_router, pages_router):

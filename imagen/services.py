@@ -23,6 +23,7 @@ from datetime import datetime
 from typing import Any, Literal
 
 # Every table, and every domain's tasks: the root is the one place that knows them all.
+import imagen.accounts.tasks
 import imagen.generation.tasks
 import imagen.mail.tasks
 import imagen.models

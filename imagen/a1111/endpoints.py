@@ -30,7 +30,7 @@ from imagen.a1111.schemas import (
 )
 from imagen.a1111.service import Submitted, a1111_service, body_parameters
 from imagen.a1111.translate import SAMPLERS, SCHEDULERS, info_json, parse_infotext, png_text
-from imagen.accounts.http import CurrentUser, authenticate
+from imagen.accounts.http import CurrentUser, authenticate, require_verified_email
 from imagen.accounts.models import User
 from imagen.generation.images import MAX_ENCODED_BYTES, BadImage, decode_base64
 from imagen.generation.models import FINAL_STATUSES, Generation, Output
@@ -81,6 +81,7 @@ async def _generate(request: Request, body: Txt2ImgIn | Img2ImgIn) -> ImagesOut:
     def submit() -> tuple[str, Submitted]:
         with services.db.transaction() as session:
             user = authenticate(request, session)
+            require_verified_email(services.settings, user)
             return user.id, a1111_service.submit(session, user=user, body=body, services=services)
 
     user_id, submitted = await short(submit)

@@ -5,6 +5,8 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.orm import Session
 
 from imagen.accounts.http import ClientDep, CurrentUser, PrincipalDep
+from imagen.accounts.links import account_link_service
+from imagen.accounts.login import login_service
 from imagen.accounts.models import User
 from imagen.accounts.schemas import (
     AccountOut,
@@ -19,15 +21,17 @@ from imagen.accounts.schemas import (
     UserSettings,
 )
 from imagen.accounts.service import NewSession, account_service
+from imagen.accounts.twofactor import two_factor_service
 from imagen.consent.cookies import cookie_choice
 from imagen.consent.service import consent_service, parse_defaults
 from imagen.kit.config import Settings
 from imagen.kit.http import CSRF_COOKIE, SESSION_COOKIE, SessionDep, SettingsDep
+from imagen.mail.http import OutboxDep
 
 router = APIRouter(prefix="/api/v1", tags=["accounts"])
 
 
-def account_out(session: Session, user: User) -> AccountOut:
+def account_out(session: Session, user: User, settings: Settings) -> AccountOut:
     current = consent_service.current(session, user_id=user.id)
     out = AccountOut.model_validate(user)
     out.consents = {p: r.granted for p, r in current.items() if p != "policy_acceptance"}
@@ -36,6 +40,8 @@ def account_out(session: Session, user: User) -> AccountOut:
     policy = consent_service.policy_status(session, user_id=user.id)
     out.policy_version_current = policy.current.version
     out.policy_acceptance_required = policy.acceptance_required
+    out.email_verification_required = settings.email_verification_required and user.email_verified_at is None
+    out.two_factor_enabled = two_factor_service.enabled(session, user_id=user.id)
     return out
 
 
@@ -49,28 +55,37 @@ def set_session_cookies(response: Response, new: NewSession, settings: Settings)
 
 
 @router.post("/auth/signup", status_code=status.HTTP_201_CREATED, response_model=AuthResponse)
-def signup(data: SignupRequest, session: SessionDep, settings: SettingsDep, client: ClientDep,
+def signup(data: SignupRequest, session: SessionDep, settings: SettingsDep, client: ClientDep, outbox: OutboxDep,
            request: Request, response: Response) -> AuthResponse:
     user = account_service.signup(
         session, data=data, current_policy_version=consent_service.current_version(session).version,
         client=client, consent_defaults=parse_defaults(settings.consent_defaults_elsewhere),
-        analytics_cookie=cookie_choice(request))
+        analytics_cookie=cookie_choice(request), min_score=settings.password_min_score)
+    if settings.email_verification_required:
+        account_link_service.send_verification(session, settings=settings, outbox=outbox, user=user)
     new = account_service.start_session(session, user=user, client=client, days=settings.session_days)
     set_session_cookies(response, new, settings)
-    return AuthResponse(account=account_out(session, user), csrf_token=new.login_session.csrf_token)
+    return AuthResponse(account=account_out(session, user, settings), csrf_token=new.login_session.csrf_token)
 
 
 @router.post("/auth/login", response_model=AuthResponse)
-def login(data: LoginRequest, session: SessionDep, settings: SettingsDep, client: ClientDep,
+def login(data: LoginRequest, session: SessionDep, settings: SettingsDep, client: ClientDep, outbox: OutboxDep,
           response: Response) -> AuthResponse | JSONResponse:
-    user, problem = account_service.authenticate(session, email=data.email, password=data.password,
-                                                 client=client)
+    """With two-factor on, send `code` too; without it the answer is 401 with `two_factor_required: true`. After too
+    many failed sign-ins for the account or from the address: 429 with Retry-After, whatever the password."""
+    outcome = login_service.sign_in(session, settings=settings, outbox=outbox, email=data.email,
+                                    password=data.password, code=data.code, client=client)
+    user = outcome.user
     if user is None:
-        # Returned, not raised, so the failed attempt stays in the security log.
-        return JSONResponse({"detail": problem}, status_code=status.HTTP_401_UNAUTHORIZED)
+        # Returned, not raised, so the failed attempt and its count stay in the security log.
+        body: dict[str, object] = {"detail": outcome.problem}
+        if outcome.two_factor_required:
+            body["two_factor_required"] = True
+        headers = {"Retry-After": str(outcome.retry_after)} if outcome.retry_after else None
+        return JSONResponse(body, status_code=outcome.status_code, headers=headers)
     new = account_service.start_session(session, user=user, client=client, days=settings.session_days)
     set_session_cookies(response, new, settings)
-    return AuthResponse(account=account_out(session, user), csrf_token=new.login_session.csrf_token)
+    return AuthResponse(account=account_out(session, user, settings), csrf_token=new.login_session.csrf_token)
 
 
 @router.post("/auth/logout", status_code=status.HTTP_204_NO_CONTENT)
@@ -82,8 +97,8 @@ def logout(principal: PrincipalDep, session: SessionDep, client: ClientDep, resp
 
 
 @router.get("/me", response_model=AccountOut)
-def me(user: CurrentUser, session: SessionDep) -> AccountOut:
-    return account_out(session, user)
+def me(user: CurrentUser, session: SessionDep, settings: SettingsDep) -> AccountOut:
+    return account_out(session, user, settings)
 
 
 @router.post("/api-keys", status_code=status.HTTP_201_CREATED, response_model=ApiKeyCreated)
@@ -103,10 +118,12 @@ def delete_api_key(key_id: str, user: CurrentUser, session: SessionDep) -> None:
 
 
 @router.post("/me/password", status_code=status.HTTP_204_NO_CONTENT)
-def change_password(data: PasswordChange, principal: PrincipalDep, session: SessionDep, client: ClientDep) -> None:
+def change_password(data: PasswordChange, principal: PrincipalDep, session: SessionDep, client: ClientDep,
+                    settings: SettingsDep) -> None:
     """Needs the current password; every other browser session of the account ends."""
     account_service.change_password(session, user=principal.user, current=data.current_password,
-                                    new=data.new_password, keep=principal.login_session, client=client)
+                                    new=data.new_password, keep=principal.login_session, client=client,
+                                    min_score=settings.password_min_score)
 
 
 @router.get("/me/sessions", response_model=list[SessionOut])

@@ -10,9 +10,10 @@ from typing import Annotated
 from fastapi import Depends, Request
 from sqlalchemy.orm import Session
 
-from imagen.accounts.models import LoginSession, User
+from imagen.accounts.models import LoginSession, TotpCredential, User
 from imagen.accounts.service import ClientInfo, account_service
 from imagen.consent.service import consent_service
+from imagen.kit.config import Settings
 from imagen.kit.errors import Forbidden, Unauthorized
 from imagen.kit.http import CSRF_HEADER, SESSION_COOKIE, UNSAFE_METHODS, SessionDep
 
@@ -88,20 +89,48 @@ async def get_current_user(principal: Annotated[Principal, Depends(get_principal
     return principal.user
 
 
-async def get_admin(user: Annotated[User, Depends(get_current_user)]) -> User:
-    if not user.is_admin:
-        raise Forbidden("Administrators only")
+STAFF_ROLES = ("moderator", "admin")
+
+
+def require_verified_email(settings: Settings, user: User) -> None:
+    """Generation and uploads wait for a verified address when IMAGEN_REQUIRE_EMAIL_VERIFICATION is on."""
+    if settings.email_verification_required and user.email_verified_at is None:
+        raise Forbidden("Confirm your email address first: open the link we emailed you (a new one: POST "
+                        "/api/v1/me/verify-email, or the button on your account page)")
+
+
+def require_staff_2fa(settings: Settings, session: Session, user: User) -> None:
+    """With IMAGEN_REQUIRE_STAFF_2FA, moderator and admin powers wait for TOTP two-factor sign-in."""
+    if not settings.require_staff_2fa or user.role not in STAFF_ROLES:
+        return
+    cred = session.get(TotpCredential, user.id)
+    if cred is None or cred.confirmed_at is None:
+        raise Forbidden("Moderators and administrators must turn on two-factor authentication first (your account "
+                        "page, or POST /api/v1/me/2fa/setup)")
+
+
+def get_verified_user(request: Request, user: Annotated[User, Depends(get_current_user)]) -> User:
+    require_verified_email(request.app.state.settings, user)
     return user
 
 
-async def get_moderator(user: Annotated[User, Depends(get_current_user)]) -> User:
-    if user.role not in ("moderator", "admin"):
+def get_admin(request: Request, session: SessionDep, user: Annotated[User, Depends(get_current_user)]) -> User:
+    if not user.is_admin:
+        raise Forbidden("Administrators only")
+    require_staff_2fa(request.app.state.settings, session, user)
+    return user
+
+
+def get_moderator(request: Request, session: SessionDep, user: Annotated[User, Depends(get_current_user)]) -> User:
+    if user.role not in STAFF_ROLES:
         raise Forbidden("Moderators only")
+    require_staff_2fa(request.app.state.settings, session, user)
     return user
 
 
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
 OptionalPrincipalDep = Annotated[Principal | None, Depends(get_optional_principal)]
 CurrentUser = Annotated[User, Depends(get_current_user)]
+VerifiedUser = Annotated[User, Depends(get_verified_user)]
 AdminUser = Annotated[User, Depends(get_admin)]
 ModeratorUser = Annotated[User, Depends(get_moderator)]

@@ -33,6 +33,8 @@ class LoginRequest(BaseModel):
 
     email: Line = Field(max_length=320)
     password: str = Field(max_length=256)
+    code: Line | None = Field(default=None, max_length=64,
+                              description="with two-factor on: the authenticator's 6-digit code or a recovery code")
 
 
 class AccountOut(BaseModel):
@@ -49,6 +51,10 @@ class AccountOut(BaseModel):
     # (POST /api/v1/me/policy-acceptance).
     policy_version_current: str | None = None
     policy_acceptance_required: bool = False
+    email_verified_at: datetime | None = None
+    # Generation and uploads wait for a verified address (IMAGEN_REQUIRE_EMAIL_VERIFICATION).
+    email_verification_required: bool = False
+    two_factor_enabled: bool = False
 
 
 class AuthResponse(BaseModel):
@@ -97,3 +103,63 @@ class UserSettings(BaseModel):
 
     embed_metadata: bool = Field(description="write A1111's `parameters` text (prompt, seed, model) into downloaded "
                                              "PNGs; off by default")
+
+
+# ---- emailed links and two-factor (imagen/accounts/links.py, twofactor.py) ---------------------------------------
+
+
+class PasswordResetRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    email: Line = Field(min_length=3, max_length=320)
+
+
+class PasswordResetConfirm(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    token: Line = Field(min_length=1, max_length=200, description="the `token` query parameter of the emailed link")
+    password: str = Field(max_length=256)
+
+
+class LinkToken(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    token: Line = Field(min_length=1, max_length=200, description="the `token` query parameter of the emailed link")
+
+
+class EmailChange(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    new_email: EmailStr
+    current_password: str = Field(max_length=256)
+
+
+class PasswordConfirm(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    password: str = Field(max_length=256, description="your current password")
+
+
+class TwoFactorCode(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    code: Line = Field(min_length=1, max_length=64)
+
+
+class TwoFactorSetup(BaseModel):
+    secret: str = Field(description="base32; enter it in the authenticator, or scan otpauth_uri as a QR code")
+    otpauth_uri: str
+
+
+class RecoveryCodes(BaseModel):
+    recovery_codes: list[str] = Field(description="shown once; each signs in once without the authenticator")
+
+
+class TwoFactorStatus(BaseModel):
+    enabled: bool
+    recovery_codes_left: int
+    required: bool = Field(description="this account's role needs it (IMAGEN_REQUIRE_STAFF_2FA)")
+
+
+class Message(BaseModel):
+    detail: str

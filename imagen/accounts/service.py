@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import date, timedelta
 
 import pycountry
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
+from zxcvbn import zxcvbn
 
 from imagen.accounts.models import ApiKey, LoginSession, SecurityEvent, User
 from imagen.accounts.schemas import SignupRequest
@@ -20,10 +22,8 @@ from imagen.kit.scoped import get_owned, owned
 
 MINIMUM_AGE = 18
 MIN_PASSWORD_LENGTH = 10
-COMMON_PASSWORDS = {
-    "password", "password1", "password123", "1234567890", "12345678910", "qwertyuiop", "iloveyou12",
-    "letmein123", "welcome123", "passw0rd123", "abcdefghij", "0123456789", "qwerty1234", "1q2w3e4r5t",
-}
+MIN_PASSWORD_SCORE = 3  # zxcvbn's 0-4; IMAGEN_PASSWORD_MIN_SCORE
+ZXCVBN_MAX_LENGTH = 72  # zxcvbn refuses longer input; characters past it only add strength
 
 
 @dataclass(frozen=True)
@@ -42,15 +42,19 @@ def age_on(dob: date, today: date) -> int:
     return today.year - dob.year - ((today.month, today.day) < (dob.month, dob.day))
 
 
-def password_problem(password: str, email: str) -> str | None:
+def password_problem(password: str, email: str, *, min_score: int = MIN_PASSWORD_SCORE) -> str | None:
+    """Why a password is refused: too short, or too easy to guess as zxcvbn scores it (the email and its parts count
+    as known words), with zxcvbn's own advice."""
     if len(password) < MIN_PASSWORD_LENGTH:
         return f"Password must be at least {MIN_PASSWORD_LENGTH} characters long"
-    if password.lower() in COMMON_PASSWORDS or len(set(password)) < 4:
-        return "Password is too common or too simple; choose a longer, less predictable one"
-    local = email.split("@", 1)[0].lower()
-    if len(local) >= 4 and local in password.lower():
-        return "Password must not contain your email address"
-    return None
+    local = email.split("@", 1)[0]
+    result = zxcvbn(password[:ZXCVBN_MAX_LENGTH], user_inputs=[email, local, *re.split(r"[^a-zA-Z0-9]+", local)])
+    if result["score"] >= min_score:
+        return None
+    feedback = result["feedback"]
+    advice = " ".join(part for part in (feedback.get("warning"), *feedback.get("suggestions", ())) if part)
+    return (f"Password is too easy to guess (strength {result['score']} of 4, at least {min_score} needed). "
+            f"{advice or 'Use a longer phrase of uncommon words.'}").strip()
 
 
 class AccountService:
@@ -85,7 +89,7 @@ class AccountService:
     def signup(
         self, session: Session, *, data: SignupRequest, current_policy_version: str, client: ClientInfo,
         today: date | None = None, consent_defaults: frozenset[str] = frozenset(),
-        analytics_cookie: bool | None = None,
+        analytics_cookie: bool | None = None, min_score: int = MIN_PASSWORD_SCORE,
     ) -> User:
         """Validate everything before writing anything: a refused sign-up stores nothing.
 
@@ -110,7 +114,7 @@ class AccountService:
                 f"Policy version {data.accept_policy_version!r} is not the current version "
                 f"{current_policy_version!r}; read and accept the current policy",
             )
-        if problem := password_problem(data.password, email):
+        if problem := password_problem(data.password, email, min_score=min_score):
             raise field_error("password", problem)
         if self.get_by_email(session, email) is not None:
             raise Conflict("An account with this email already exists")
@@ -148,8 +152,9 @@ class AccountService:
             raise field_error("password", problem)
         if self.get_by_email(session, email) is not None:
             raise Conflict("An account with this email already exists")
+        # The operator vouches for the address: no verification mail for accounts made on the command line.
         user = User(email=email, password_hash=hash_password(password), date_of_birth=date_of_birth,
-                    country=country, role=role)
+                    country=country, role=role, email_verified_at=utcnow())
         session.add(user)
         session.flush()
         for purpose, granted in (("policy_acceptance", True), ("model_improvement", False),
@@ -157,23 +162,6 @@ class AccountService:
             consent_service.record(session, user_id=user.id, purpose=purpose, granted=granted,
                                    policy_version=policy_version, source="admin_cli")
         return user
-
-    def authenticate(
-        self, session: Session, *, email: str, password: str, client: ClientInfo
-    ) -> tuple[User | None, str | None]:
-        """(user, None) or (None, reason). Failures are logged, not raised, so the log entry commits."""
-        user = self.get_by_email(session, email)
-        password_ok = verify_password(user.password_hash if user else None, password)  # same cost either way
-        if user is None or not password_ok:
-            # An address with no account is not kept: it may be an erased user's, or someone else's typo.
-            self.log_event(session, kind="login_failed", client=client,
-                           user_id=user.id if user else None, email=user.email if user else None)
-            return None, "Email or password is incorrect"
-        if user.suspended_at is not None:
-            self.log_event(session, kind="login_refused_suspended", client=client, user_id=user.id)
-            return None, "This account is suspended"
-        self.log_event(session, kind="login", client=client, user_id=user.id)
-        return user, None
 
     def start_session(self, session: Session, *, user: User, client: ClientInfo, days: int) -> NewSession:
         token = new_token()
@@ -226,13 +214,13 @@ class AccountService:
         session.delete(get_owned(session, ApiKey, key_id, user.id, what="API key"))
 
     def change_password(self, session: Session, *, user: User, current: str, new: str, keep: LoginSession | None,
-                        client: ClientInfo) -> int:
+                        client: ClientInfo, min_score: int = MIN_PASSWORD_SCORE) -> int:
         """Check the current password, store the new one, and end every other session (a stolen cookie stops
         working); returns how many ended. API keys stay: they are revoked one by one on the account page."""
         if not verify_password(user.password_hash, current):
             self.log_event(session, kind="password_change_failed", client=client, user_id=user.id)
             raise field_error("current_password", "is not your current password")
-        if problem := password_problem(new, user.email):
+        if problem := password_problem(new, user.email, min_score=min_score):
             raise field_error("new_password", problem)
         user.password_hash = hash_password(new)
         others = [s for s in self.list_sessions(session, user=user) if keep is None or s.id != keep.id]

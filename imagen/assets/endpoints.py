@@ -7,7 +7,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 from sqlalchemy.orm import Session
 
-from imagen.accounts.http import AdminUser, CurrentUser
+from imagen.accounts.http import AdminUser, CurrentUser, VerifiedUser
 from imagen.accounts.models import User
 from imagen.assets.models import ASSET_KINDS, Asset
 from imagen.assets.schemas import UPLOAD_OPENAPI, AssetOut
@@ -40,7 +40,7 @@ def _release_connection(session: Session) -> None:
 @router.post("/assets", status_code=status.HTTP_201_CREATED, response_model=AssetOut, openapi_extra=UPLOAD_OPENAPI,
              responses={200: {"model": AssetOut, "description": "You already have this file: the existing asset"}})
 @body_limit(None)  # streamed to disk under the upload limits and the user's quota (assets/uploads.py)
-async def upload_asset(request: Request, response: Response, user: CurrentUser, session: SessionDep,
+async def upload_asset(request: Request, response: Response, user: VerifiedUser, session: SessionDep,
                        settings: SettingsDep) -> AssetOut:
     """Upload a checkpoint or LoRA (.safetensors) or a reference image (PNG/JPEG/WebP), streamed to disk."""
     blobs, limits = request.app.state.services.blobs, UploadLimits.from_settings(settings)

@@ -10,7 +10,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import RedirectResponse, StreamingResponse
 from sqlalchemy import select
 
-from imagen.accounts.http import CurrentUser
+from imagen.accounts.http import CurrentUser, VerifiedUser
 from imagen.generation.gallery import GalleryFilter, gallery_service
 from imagen.generation.metadata import parameters_text, with_parameters
 from imagen.generation.models import FINAL_STATUSES, Generation, Output
@@ -58,7 +58,7 @@ def generation_out(gen: Generation) -> GenerationOut:
 
 
 @router.post("/generations", status_code=status.HTTP_202_ACCEPTED, response_model=GenerationOut)
-def submit_generation(data: GenerationCreate, user: CurrentUser, session: SessionDep, settings: SettingsDep,
+def submit_generation(data: GenerationCreate, user: VerifiedUser, session: SessionDep, settings: SettingsDep,
                       request: Request) -> GenerationOut:
     services = request.app.state.services
     gen = generation_service.submit(

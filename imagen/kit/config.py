@@ -191,6 +191,20 @@ class Settings(BaseSettings):
     prompt_refusals_flag: int = Field(default=3, ge=1, description="refusals in 24 h that open a prompt_flag case")
     prompt_refusals_retention_days: int = Field(default=90, ge=0)
 
+    # --- accounts security (imagen/accounts/: verification, reset, throttling, 2FA) ---
+    # None: on when mail really leaves the server (IMAGEN_MAIL_BACKEND other than outbox), off otherwise.
+    require_email_verification: bool | None = Field(default=None, description="generation and uploads need a "
+                                                    "verified email; unset: on with a real mail backend")
+    email_verification_ttl_hours: float = Field(default=48.0, gt=0, description="lifetime of a verification link")
+    password_reset_ttl_minutes: float = Field(default=60.0, gt=0, description="lifetime of a password-reset link")
+    password_min_score: int = Field(default=3, ge=0, le=4, description="lowest zxcvbn score a password may have")
+    login_window_minutes: float = Field(default=15.0, gt=0, description="the window failed logins are counted in")
+    login_max_failures_per_account: int = Field(default=10, ge=1, description="then 429 for the account")
+    login_max_failures_per_ip: int = Field(default=50, ge=1, description="then 429 for the address")
+    require_staff_2fa: bool = Field(default=False, description="moderators and admins need TOTP two-factor")
+    retention_login_failures_days: int = Field(default=1, ge=0, description="failed-login counters are kept")
+    retention_account_tokens_days: int = Field(default=7, ge=0, description="emailed links, after expiry")
+
     worker_autostart: bool = Field(default=True, description="start the in-process worker with the app")
 
     # The AUTOMATIC1111-compatible API (imagen/a1111) and webhooks (imagen/webhooks)
@@ -255,6 +269,12 @@ class Settings(BaseSettings):
     def mail_delivered(self) -> bool:
         """Mail really leaves the server (SMTP); the outbox backend only records and logs it."""
         return self.mail_backend == "smtp"
+
+    @property
+    def email_verification_required(self) -> bool:
+        if self.require_email_verification is not None:
+            return self.require_email_verification
+        return self.mail_backend != "outbox"
 
     @property
     def resolved_redis_url(self) -> str:

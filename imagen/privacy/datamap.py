@@ -123,6 +123,9 @@ _SECURITY = "legitimate interests in keeping accounts and the service secure (GD
 _FAILED = "failed and canceled ones: retention_failed_generations_days"
 _PRIVACY_MAIL_KINDS = ("privacy_request.code", "privacy_request.received", "privacy_request.completed",
                        "privacy_request.denied", "privacy_request.extended", "privacy_request.canceled")
+# imagen/accounts/links.py, login.py: mail about the account itself.
+ACCOUNT_MAIL_KINDS = ("account.verify_email", "account.password_reset", "account.password_changed",
+                      "account.email_change", "account.email_changed", "account.login_paused")
 
 # Safety cases and their evidence (imagen/safety): one hold, and one reason the person is not shown them.
 EVIDENCE_REASON = ("evidence a provider must preserve after a report to NCMEC (18 U.S.C. §2258A(h), one year "
@@ -157,6 +160,48 @@ DATA_MAP: list[DataItem] = [
         purpose="API access", legal_basis=_CONTRACT, retention="until revoked or the account is deleted",
         erasure="delete", table="api_keys", user_column="user_id", export_exclude=("key_hash",),
         providers=("hosting",)),
+    # --- accounts security (imagen/accounts/links.py, twofactor.py, throttle.py) ---
+    DataItem(
+        name="account_links", category="credentials", source="generated",
+        description="emailed links to verify an address, reset the password or confirm a new address: purpose, "
+                    "the new address being confirmed, expiry and use (the tokens only as keyed hashes)",
+        purpose="prove the user reads mail at the address; let them reset a forgotten password",
+        legal_basis=_CONTRACT, retention="until used or expired, then retention_account_tokens_days",
+        erasure="delete", table="account_tokens", user_column="user_id", export_exclude=("token_hash",),
+        period=Period(setting="retention_account_tokens_days", clock="expires_at",
+                      what="emailed account links expired longer ago than the period"),
+        providers=("hosting",)),
+    DataItem(
+        name="two_factor", category="credentials", source="generated",
+        description="whether two-factor sign-in is on and since when (the TOTP secret is stored encrypted and "
+                    "never exported)",
+        purpose="protect the account with a second factor", legal_basis=_CONTRACT,
+        retention="until the user turns two-factor off or the account is deleted", erasure="delete",
+        table="totp_credentials", user_column="user_id", export_exclude=("secret_encrypted", "last_step"),
+        providers=("hosting",)),
+    DataItem(
+        name="recovery_codes", category="credentials", source="generated",
+        description="two-factor recovery codes: when made and used (the codes only as keyed hashes)",
+        purpose="sign in when the authenticator is lost", legal_basis=_CONTRACT,
+        retention="until replaced, two-factor is turned off or the account is deleted", erasure="delete",
+        table="recovery_codes", user_column="user_id", export_exclude=("code_hash",), providers=("hosting",)),
+    DataItem(
+        name="login_failures", category="security log", source="automatic",
+        description="failed sign-ins counted for throttling: time and a keyed hash of the IP address",
+        purpose="slow down password guessing (policy §9)", legal_basis=_SECURITY,
+        retention="retention_login_failures_days", erasure="delete", table="login_failures", user_column="user_id",
+        export_exclude=("ip_hash",),
+        period=Period(setting="retention_login_failures_days", what="failed-sign-in counters"),
+        providers=("hosting",)),
+    DataItem(
+        name="account_emails", category="emails", source="generated",
+        description="account emails: address confirmation and password-reset links, notices of a changed "
+                    "password or address and of paused sign-ins (address, subject, text, delivery status)",
+        purpose="secure the account and tell the user about changes to it", legal_basis=_CONTRACT,
+        retention="retention_outbound_emails_days", erasure="delete",
+        table="outbound_emails", user_column="user_id", email_column="to_address", only=("kind", ACCOUNT_MAIL_KINDS),
+        period=Period(setting="retention_outbound_emails_days", what="account emails"),
+        providers=("smtp",)),
     DataItem(
         name="a1111_options", category="settings", source="provided",
         description="the default checkpoint chosen for the AUTOMATIC1111-compatible API",

@@ -93,7 +93,14 @@ def _security_items(settings: Settings, _facts: PolicyFacts) -> list[str]:
     items = ["Passwords stored only as Argon2 hashes; login-session and API-key tokens stored only as hashes",
              "Protection against cross-site request forgery on every change made from the browser",
              "Access checks that keep each user's generations, images and uploads private",
-             "Uploaded model files accepted only in the safetensors format; other formats are refused"]
+             "Uploaded model files accepted only in the safetensors format; other formats are refused",
+             # imagen/accounts: throttle.py, twofactor.py, links.py
+             "Sign-ins paused after repeated failures for an account or from an address, and the account's owner "
+             "told by email; passwords checked for strength",
+             "Two-factor sign-in with an authenticator app and one-time recovery codes"
+             + (", required for moderators and administrators" if settings.require_staff_2fa else ""),
+             "Password-reset and address-confirmation links that work once and expire; a reset signs every "
+             "browser out"]
     if settings.cookie_secure:
         items.insert(1, "Login cookies sent only over encrypted connections")
     return items

@@ -105,6 +105,18 @@ def login_page(request: Request, principal: OptionalPrincipalDep) -> Response:
     return render(request, "login.html", None)
 
 
+@router.get("/reset-password")
+def reset_password_page(request: Request, principal: OptionalPrincipalDep, token: str = "") -> Response:
+    """With the emailed link's `token`: choose the new password; without: ask for a link."""
+    return render(request, "reset_password.html", principal, token=token[:200])
+
+
+@router.get("/verify-email")
+def verify_email_page(request: Request, principal: OptionalPrincipalDep, token: str = "") -> Response:
+    """The emailed link of an address confirmation (sign-up or email change); a button confirms it."""
+    return render(request, "verify_email.html", principal, token=token[:200])
+
+
 @router.get("/generate")
 def generate_page(request: Request, principal: OptionalPrincipalDep, session: SessionDep,
                   workflow: str | None = None, preset: str | None = None) -> Response:

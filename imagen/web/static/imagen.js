@@ -136,9 +136,12 @@
       const button = form.querySelector("button[type=submit]");
       button.disabled = true;
       try {
-        const r = await api("POST", "/api/v1/auth/login",
-          { email: form.elements.email.value.trim(), password: form.elements.password.value });
+        const body = { email: form.elements.email.value.trim(), password: form.elements.password.value };
+        if (form.elements.code && form.elements.code.value.trim()) body.code = form.elements.code.value.trim();
+        const r = await api("POST", "/api/v1/auth/login", body);
         if (r.ok) { window.location.assign("/generate"); return; }
+        // Two-factor accounts: the password was right; ask for the code and send both again.
+        if (r.data && r.data.two_factor_required) document.getElementById("code-field").hidden = false;
         showErrors(box, form, r.status, r.data && r.data.detail);
       } catch (err) {
         showErrors(box, form, 0, `Could not reach the server: ${err}`);
