@@ -19,6 +19,7 @@ from imagen.accounts.schemas import (
     UserSettings,
 )
 from imagen.accounts.service import NewSession, account_service
+from imagen.analytics.service import analytics_service
 from imagen.consent.cookies import cookie_choice
 from imagen.consent.service import consent_service, parse_defaults
 from imagen.kit.config import Settings
@@ -57,6 +58,8 @@ def signup(data: SignupRequest, session: SessionDep, settings: SettingsDep, clie
         analytics_cookie=cookie_choice(request))
     new = account_service.start_session(session, user=user, client=client, days=settings.session_days)
     set_session_cookies(response, new, settings)
+    analytics_service.track(session, request, analytics=request.app.state.services.analytics, user=user,
+                            event="signed_up")
     return AuthResponse(account=account_out(session, user), csrf_token=new.login_session.csrf_token)
 
 
