@@ -96,7 +96,7 @@ def test_section_4_1_lists_what_is_configured_and_says_when_nothing_is():
     assert "uses no third-party service providers" not in s41
     rows = [line.split(" | ")[0] for line in s41.splitlines() if " | " in line][1:]
     assert rows == ["Hetzner Online GmbH", "RunPod", "Cloudflare (R2)", "Postmark"]
-    # Billing and analytics have no setting in this build: never listed, whatever the environment says.
+    # Billing has no setting in this build and analytics is off here: neither is listed.
     assert "Stripe" not in s41 and "PostHog" not in s41
 
 
