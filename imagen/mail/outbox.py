@@ -65,6 +65,7 @@ class Outbox:
             if suppressed is not None:  # bounced or complained: never sent, and the row says why
                 row.status, row.error = "suppressed", f"Not sent: the address is suppressed ({suppressed.reason})"
                 return False
+        # Passed only when set: a mailer written against the older interface (no `broadcast`) keeps working.
         extra = {"broadcast": True} if kind in BROADCAST_KINDS else {}
         try:
             self.mailer.send(to, subject, body, message_id=self.message_id(message_id), **extra)
