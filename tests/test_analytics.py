@@ -71,7 +71,7 @@ def test_no_event_without_consent_or_with_gpc(settings, runtime, posthog):  # no
         use_the_service(bob, headers=GPC)  # consented, but the browser sends GPC: recorded as a withdrawal
         assert bob.get("/api/v1/me/consents").json()["current"]["analytics"] is False
         app.state.services.analytics.flush()
-    assert posthog.batches == [] and posthog.events == []
+    assert posthog.batches == [] and posthog.events == [] and posthog.server.requests == []
 
 
 def test_analytics_off_sends_nothing_even_with_consent(client, app, posthog):  # noqa: F811
@@ -101,6 +101,7 @@ def test_consented_events_are_pseudonymous_and_carry_no_email_prompt_or_address(
         assert event["properties"].get("$geoip_disable") is True and "$ip" not in event["properties"]
     submitted = events[1]["properties"]
     assert (submitted["workflow"], submitted["size"], submitted["steps"]) == ("txt2img", "64x64", 2)
+    assert {r.path for r in posthog.server.requests} == {"/batch/"}  # no flags, no remote config, only events
     raw = " ".join(batch.body.decode() for batch in posthog.batches)
     assert all(batch.json["api_key"] == PROJECT_KEY for batch in posthog.batches)
     for secret_value in ("carol@example.com", "unique-prompt-7731", "lighthouse", user_id, *ips):
