@@ -27,6 +27,7 @@ from imagen.kit.config import Settings, get_settings
 from imagen.kit.errors import ERROR_RESPONSES
 from imagen.kit.http import RequestAddressMiddleware
 from imagen.kit.inputs import refuse_control_characters
+from imagen.mail.endpoints import router as mail_router
 from imagen.notifications.endpoints import router as notifications_router
 from imagen.privacy.centre import router as privacy_centre_router
 from imagen.privacy.endpoints import router as privacy_router
@@ -91,7 +92,7 @@ def create_app(settings: Settings | None = None, *, run_migrations: bool = True,
                    privacy_router,
                    notifications_router, privacy_centre_router, privacy_requests_router, consent_router,
                    marketing_router, privacy_me_router, safety_banks_router, safety_router, safety_pages_router,
-                   webhooks_router, a1111_router, pages_router):
+                   webhooks_router, a1111_router, mail_router, pages_router):
         app.include_router(router, responses=ERROR_RESPONSES)
     app.mount("/static", StaticFiles(directory=Path(__file__).parent / "web" / "static"), name="static")
     return app

@@ -24,12 +24,14 @@ from typing import Any, Literal
 
 # Every table, and every domain's tasks: the root is the one place that knows them all.
 import imagen.accounts.tasks
+import imagen.analytics.tasks
 import imagen.generation.tasks
 import imagen.mail.tasks
 import imagen.models
 import imagen.privacy.tasks
 import imagen.safety.tasks
 import imagen.webhooks.tasks  # noqa: F401
+from imagen.analytics.client import Analytics, NoAnalytics, make_analytics
 from imagen.kit import migrate
 from imagen.kit.config import Settings
 from imagen.kit.db import Database, utcnow
@@ -62,6 +64,8 @@ class Services:
     executor: Any = None
     run_executor: bool = True
     signals: Any = None
+    # Product analytics (imagen/analytics): PostHog's SDK client or nothing; flushed and stopped with the process.
+    analytics: Analytics = field(default_factory=NoAnalytics)
     extras: dict[str, Any] = field(default_factory=dict)
 
     def start(self) -> None:
@@ -80,6 +84,10 @@ class Services:
         close = getattr(self.runtime, "close", None)  # a remote runtime's HTTP client (RunPod)
         if callable(close):
             close()
+        self.analytics.stop()
+        close_mailer = getattr(self.mailer, "close", None)  # Postmark's HTTP client
+        if callable(close_mailer):
+            close_mailer()
         self.db.dispose()
 
 
@@ -93,7 +101,8 @@ def build_services(settings: Settings, *, role: Role = "web", run_migrations: bo
                   pool_timeout=settings.db_pool_timeout_seconds)
     blobs = make_blob_store(settings)
     services = Services(settings=settings, db=db, blobs=blobs, mailer=make_mailer(settings), outbox=None,  # type: ignore[arg-type]
-                        safety=None, tasks=PendingTasks(), role=role)  # type: ignore[arg-type]
+                        safety=None, tasks=PendingTasks(), role=role,  # type: ignore[arg-type]
+                        analytics=make_analytics(settings))
     services.tasks = _task_backend(services)
     services.outbox = Outbox(db, services.mailer, services.tasks, domain=settings.site_domain)
     services.safety = build_safety(db, blobs, settings, services.tasks)
@@ -129,4 +138,5 @@ def open_services(settings: Settings, *, role: Role = "cli") -> Iterator[Service
                                                   text=render_policy(settings, session=session))
         yield services
     finally:
+        services.analytics.stop()
         services.db.dispose()

@@ -257,7 +257,8 @@ def test_policy_lists_only_configured_providers(monkeypatch):
                "IMAGEN_RUNPOD_ENDPOINT_ID": "ep-1", "IMAGEN_RUNPOD_API_KEY": "rp-key", "IMAGEN_STORAGE": "s3",
                "IMAGEN_S3_BUCKET": "imagen", "IMAGEN_S3_ENDPOINT_URL": "https://acc.r2.cloudflarestorage.com",
                "IMAGEN_MAIL_BACKEND": "smtp", "IMAGEN_SMTP_HOST": "smtp.postmarkapp.com",
-               # Billing and analytics are not in this build: their keys are not settings and switch nothing on.
+               # Billing is not in this build (its key is not a setting); a PostHog key alone does not switch
+               # analytics on (IMAGEN_ANALYTICS=posthog does): neither is listed.
                "IMAGEN_STRIPE_SECRET_KEY": "sk_live_x", "IMAGEN_POSTHOG_API_KEY": "phc_x"}
     for name, value in enabled.items():
         monkeypatch.setenv(name, value)

@@ -237,7 +237,8 @@ def test_rows_come_in_batches_once_each_and_file_names_drop_the_user_folder(db, 
 
 
 def test_a_request_is_built_after_the_commit_with_its_expiry(db, blobs, settings):
-    services = SimpleNamespace(db=db, blobs=blobs, settings=settings.model_copy(update={"export_expiry_days": 2}))
+    services = SimpleNamespace(db=db, blobs=blobs, settings=settings.model_copy(update={"export_expiry_days": 2}),
+                               outbox=None)
     tasks = InProcessTasks(services)
     tasks.start()
     uid = add_user(db)

@@ -11,13 +11,16 @@ from __future__ import annotations
 
 import os
 import re
+import time
 
 import pytest
+from fastapi.testclient import TestClient
 from pydantic import ValidationError
-from sqlalchemy import func, select, update
+from sqlalchemy import select, update
 from typer.testing import CliRunner
 
 from imagen.accounts.models import User
+from imagen.app import create_app
 from imagen.cli import app as cli
 from imagen.kit.config import Settings, get_settings
 from imagen.mail.models import OutboundEmail
@@ -25,6 +28,7 @@ from imagen.privacy import policy
 from imagen.privacy.policy import PolicyFacts, render_policy
 from imagen.safety.banks import hash_bank_service
 from tests.conftest import signup
+from tests.test_mail import smtp_server  # noqa: F401  (fixture)
 
 OPERATOR = {"legal_entity": "Imagen Test Ltd", "postal_address": "1 Test Street, Testville",
             "contact_email": "privacy@imagen.test", "site_domain": "imagen.test"}
@@ -92,7 +96,7 @@ def test_section_4_1_lists_what_is_configured_and_says_when_nothing_is():
     assert "uses no third-party service providers" not in s41
     rows = [line.split(" | ")[0] for line in s41.splitlines() if " | " in line][1:]
     assert rows == ["Hetzner Online GmbH", "RunPod", "Cloudflare (R2)", "Postmark"]
-    # Billing and analytics have no setting in this build: never listed, whatever the environment says.
+    # Billing has no setting in this build and analytics is off here: neither is listed.
     assert "Stripe" not in s41 and "PostHog" not in s41
 
 
@@ -138,30 +142,62 @@ def test_section_4_3_follows_the_banks_in_the_database(client, app):
     assert "does not currently check" in s43()
 
 
-# ---- §4.4 and §11: notices are in-app; policy changes are never emailed ----
+# ---- §4.4 and §11: notices are in-app, and emailed only when mail really leaves the server ----
 
-def test_sections_4_4_and_11_promise_no_email_and_no_acceptance_by_use():
-    for text in (default_text(), full_text()):
+def test_sections_4_4_and_11_promise_email_only_with_a_real_mail_backend_and_no_acceptance_by_use():
+    postmark = render_policy(Settings(**{**FULL, "mail_backend": "postmark", "postmark_server_token": "pm-token"}),
+                             facts=FULL_FACTS)
+    for text, emailed in ((default_text(), False), (full_text(), True), (postmark, True)):
         s44, s11 = section(text, "4.4 Business transfers"), section(text, "11. Changes to This Policy")
-        assert "by a prominent notice in the Service" in s44 and "email" not in s44
         assert "Continued use" not in s11 and "constitutes acceptance" not in s11
         assert "continuing to use the Service does not count as accepting it" in s11
-        assert "notice in the Service and ask you to accept the new version" in s11
-        assert "email" not in s11
+        assert "and/or" not in s44 and "and/or" not in s11
+        if emailed:
+            assert "by email and by a prominent notice in the Service" in s44
+            assert "material change by email and with a notice in the Service and ask you to accept" in s11
+        else:
+            assert "by a prominent notice in the Service" in s44 and "email" not in s44
+            assert "material change with a notice in the Service and ask you to accept the new version" in s11
+            assert "email" not in s11
 
 
-def test_a_material_change_sends_no_email_even_with_smtp(client, app, settings):
-    """§11 does not promise email because publishing sends none: checked with the SMTP backend on."""
-    settings.mail_backend, settings.smtp_host = "smtp", "smtp.postmarkapp.com"
-    signup(client, "root@example.com")
-    with app.state.services.db.transaction() as s:
-        s.execute(update(User).where(User.email == "root@example.com").values(role="admin"))
-    r = client.post("/api/v1/admin/policy-versions", json={"version": "2026-09-01", "material": True})
-    assert r.status_code == 201 and r.json()["notified"] == 1
-    with app.state.services.db.transaction() as s:  # (sign-up's own address confirmation aside)
-        assert s.scalar(select(func.count()).select_from(OutboundEmail)
-                        .where(OutboundEmail.kind != "account.verify_email")) == 0
-    assert "email" not in section(client.get("/api/v1/policy").json()["text"], "11. Changes to This Policy")
+@pytest.mark.parametrize("emailed", [False, True], ids=["outbox", "smtp"])
+def test_a_material_change_is_emailed_exactly_when_the_policy_promises_it(settings, runtime, smtp_server,  # noqa: F811
+                                                                            emailed):
+    """With the outbox backend nothing is emailed and §11 promises no email; with SMTP every user gets the notice
+    by email (through a real SMTP server) and §11 says so."""
+    inbox, port = smtp_server
+    config = settings.model_copy(update={"mail_backend": "smtp", "smtp_host": "127.0.0.1", "smtp_port": port,
+                                         "smtp_starttls": False}) if emailed else settings
+    app = create_app(config, run_migrations=False, runtime=runtime)
+    with TestClient(app, base_url="https://testserver") as client:
+        signup(client, "root@example.com")
+        signup(TestClient(app, base_url="https://testserver"), "ada@example.com")
+        with app.state.services.db.transaction() as s:
+            s.execute(update(User).where(User.email == "root@example.com").values(role="admin"))
+        r = client.post("/api/v1/admin/policy-versions", json={"version": "2026-09-01", "material": True,
+                                                               "summary": "A new GPU provider."})
+        assert r.status_code == 201 and r.json()["notified"] == 2
+        with app.state.services.db.transaction() as s:
+            mails = list(s.scalars(select(OutboundEmail).where(OutboundEmail.kind == "notice.policy_changed")))
+        s11 = section(client.get("/api/v1/policy").json()["text"], "11. Changes to This Policy")
+        if not emailed:
+            assert mails == [] and "email" not in s11
+            assert inbox.messages == []  # the outbox backend: nothing leaves, not even address confirmations
+            return
+        assert "by email" in s11
+        assert {m.to_address for m in mails} == {"root@example.com", "ada@example.com"}
+        def notices() -> list[dict]:  # (sign-up's address confirmations aside)
+            return [m for m in inbox.messages if m["message"]["Subject"].startswith("Our privacy policy has changed")]
+
+        deadline = time.monotonic() + 10
+        while len(notices()) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        got = {m["rcpt_tos"][0]: m["message"] for m in notices()}
+        assert set(got) == {"root@example.com", "ada@example.com"}
+        assert got["ada@example.com"]["Subject"] == "Our privacy policy has changed (version 2026-09-01)"
+        text = got["ada@example.com"].get_content()
+        assert "A new GPU provider." in text and "/privacy" in text and "accept it" in text
 
 
 # ---- §5 international transfers ----

@@ -177,13 +177,14 @@ def test_other_parts_tables_are_skipped_or_purged(client, app, settings, monkeyp
         skipped = {p.name: p.skipped for p in retention_service.plan(s, settings=settings) if p.skipped}
     assert skipped == {"privacy_request_emails": "no outbound_emails table",
                        "account_emails": "no outbound_emails table",
+                       "notice_emails": "no outbound_emails table",
                        "privacy_requests": "no privacy_requests table"}
 
 
 # Every retention period and legal hold the policy (§7) promises; an entry losing its period fails here.
 PROMISED = {"login_sessions", "security_events", "generations", "notifications", "exports", "erasure_requests",
             "privacy_requests", "privacy_request_events", "privacy_request_emails", "safety_cases",
-            "safety_evidence", "safety_case_actions", "prompt_refusals",
+            "safety_evidence", "safety_case_actions", "prompt_refusals", "notice_emails",
             "account_links", "login_failures", "account_emails"}  # accounts security
 
 

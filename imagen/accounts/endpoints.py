@@ -22,6 +22,7 @@ from imagen.accounts.schemas import (
 )
 from imagen.accounts.service import NewSession, account_service
 from imagen.accounts.twofactor import two_factor_service
+from imagen.analytics.service import analytics_service
 from imagen.consent.cookies import cookie_choice
 from imagen.consent.service import consent_service, parse_defaults
 from imagen.kit.config import Settings
@@ -65,6 +66,8 @@ def signup(data: SignupRequest, session: SessionDep, settings: SettingsDep, clie
         account_link_service.send_verification(session, settings=settings, outbox=outbox, user=user)
     new = account_service.start_session(session, user=user, client=client, days=settings.session_days)
     set_session_cookies(response, new, settings)
+    analytics_service.track(session, request, analytics=request.app.state.services.analytics, user=user,
+                            event="signed_up")
     return AuthResponse(account=account_out(session, user, settings), csrf_token=new.login_session.csrf_token)
 
 

@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from imagen.kit.cli_database import migrated_database
+from imagen.kit.cli_database import cli_services, migrated_database
 
 policy_app = typer.Typer(help="Privacy policy versions (policy §11).", no_args_is_help=True)
 console = Console()
@@ -28,12 +28,13 @@ def publish(
     from imagen.kit.errors import ServiceError
     from imagen.privacy.policy import DRAFTING_NOTES, render_policy
 
-    with migrated_database() as (db, settings):
+    with cli_services() as services:
+        db, settings = services.db, services.settings
         try:
             with db.transaction() as session:
                 text = render_policy(settings, session=session, updated=utcnow().date())
                 row, notified = consent_service.publish(session, version=version, material=material,
-                                                        summary=summary, text=text)
+                                                        summary=summary, text=text, outbox=services.outbox)
                 published = row.version
         except ServiceError as exc:
             detail = exc.detail if isinstance(exc.detail, str) else exc.detail[0]["msg"]
@@ -43,7 +44,8 @@ def publish(
     kind = "material change" if material else "non-material change"
     console.print(f"[green]Published policy version {escape(published)}[/] ({kind}); it is now current.")
     if material:
-        console.print(f"Notified {notified} user(s) in-app; each must accept it before creating anything new.")
+        how = "in-app and by email" if services.outbox.delivers else "in-app"
+        console.print(f"Notified {notified} user(s) {how}; each must accept it before creating anything new.")
     if notes:
         console.print(f"[yellow]The policy template still carries {notes} drafting note(s) for legal review "
                       "([LAWYER] …); they are not shown to users.[/]")

@@ -32,6 +32,7 @@ from imagen.consent.service import consent_service, explicit_opt_in, parse_defau
 from imagen.kit.db import utcnow
 from imagen.kit.errors import field_error
 from imagen.kit.http import SessionDep, SettingsDep
+from imagen.mail.http import OutboxDep
 from imagen.privacy.policy import render_policy
 
 router = APIRouter(prefix="/api/v1", tags=["consent"])
@@ -120,8 +121,9 @@ def list_policy_versions(session: SessionDep) -> list[PolicyVersionOut]:
 
 @router.post("/admin/policy-versions", status_code=status.HTTP_201_CREATED, response_model=PolicyPublished)
 def publish_policy_version(data: PolicyVersionIn, admin: AdminUser, session: SessionDep,
-                           settings: SettingsDep) -> PolicyPublished:
+                           settings: SettingsDep, outbox: OutboxDep) -> PolicyPublished:
     row, notified = consent_service.publish(session, version=data.version, material=data.material,
                                             summary=data.summary,
-                                            text=render_policy(settings, session=session, updated=utcnow().date()))
+                                            text=render_policy(settings, session=session, updated=utcnow().date()),
+                                            outbox=outbox)
     return PolicyPublished(**PolicyVersionOut.model_validate(row).model_dump(), notified=notified)

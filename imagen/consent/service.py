@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 from imagen.consent.models import ConsentRecord, PolicyVersion
 from imagen.kit.db import utcnow
 from imagen.kit.errors import Conflict, Forbidden, field_error
+from imagen.mail.outbox import Outbox
 
 log = logging.getLogger(__name__)
 
@@ -102,8 +103,10 @@ class ConsentService:
 
     def publish(
         self, session: Session, *, version: str, material: bool, summary: str | None, text: str,
+        outbox: Outbox | None = None,
     ) -> tuple[PolicyVersion, int]:
-        """Record a new current version; a material one notifies every user, who must accept it (→ count)."""
+        """Record a new current version; a material one notifies every user, who must accept it (→ count). With
+        the app's `outbox` the notice is emailed too when mail really leaves the server (policy §11)."""
         from imagen.notifications.service import notification_service
 
         version = version.strip()
@@ -123,7 +126,7 @@ class ConsentService:
                 "export or delete your data and change your consent choices.")
             notified = notification_service.notify_all(
                 session, kind="policy_changed", title=f"Our privacy policy has changed (version {version})",
-                body=body, link="/privacy")
+                body=body, link="/privacy", outbox=outbox)
         return row, notified
 
     def policy_status(self, session: Session, *, user_id: str) -> PolicyStatus:

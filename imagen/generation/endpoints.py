@@ -11,6 +11,7 @@ from fastapi.responses import RedirectResponse, StreamingResponse
 from sqlalchemy import select
 
 from imagen.accounts.http import CurrentUser, VerifiedUser
+from imagen.analytics.service import analytics_service
 from imagen.generation.gallery import GalleryFilter, gallery_service
 from imagen.generation.metadata import parameters_text, with_parameters
 from imagen.generation.models import FINAL_STATUSES, Generation, Output
@@ -67,6 +68,10 @@ def submit_generation(data: GenerationCreate, user: VerifiedUser, session: Sessi
         enqueue=services.executor.submit, safety=services.safety, max_job_cost=settings.max_job_cost,
         max_queued_cost=settings.max_queued_cost_per_user,
     )
+    params = gen.params if isinstance(gen.params, dict) else {}
+    analytics_service.track(session, request, analytics=services.analytics, user=user, event="generation_submitted",
+                            workflow=gen.workflow, size=f"{params.get('width')}x{params.get('height')}",
+                            steps=params.get("steps"))
     return generation_out(gen)
 
 

@@ -136,7 +136,7 @@ class Settings(BaseSettings):
     privacy_code_max_attempts: int = Field(default=5, ge=1)
     privacy_code_resend_seconds: int = Field(default=60, ge=0)
     privacy_public_requests_per_day: int = Field(default=5, ge=1, description="per email address (429 beyond)")
-    mail_backend: Literal["outbox", "smtp"] = "outbox"
+    mail_backend: Literal["outbox", "smtp", "postmark"] = "outbox"
     mail_retry_interval_seconds: float = Field(default=300.0, ge=0, description="resend failed mail; 0: never")
     mail_from: str | None = None  # defaults to contact_email
     smtp_host: str = "localhost"
@@ -146,6 +146,29 @@ class Settings(BaseSettings):
     smtp_starttls: bool = True
     smtp_ssl: bool = False
     smtp_timeout: float = 10.0
+
+    # --- notices: Postmark mail and PostHog analytics (issue 14) ---
+    # IMAGEN_MAIL_BACKEND=postmark sends through Postmark's HTTP API (imagen/mail/postmark.py); the API base is
+    # overridable for a local fake. Notices to everyone (policy changes, business transfers) use the broadcast stream.
+    postmark_server_token: str | None = None
+    postmark_api_base: str = "https://api.postmarkapp.com"
+    postmark_transactional_stream: str = "outbound"
+    postmark_broadcast_stream: str = "broadcast"
+    postmark_timeout_seconds: float = Field(default=10.0, gt=0)
+    # The bounce/spam-complaint webhook (POST /api/v1/mail/postmark/webhook) wants HTTP basic auth with this
+    # password (any user name); unset, the webhook answers 404.
+    postmark_webhook_token: str | None = None
+    # Server-side product analytics (imagen/analytics): off, or PostHog for users who consented and send no GPC.
+    analytics: Literal["off", "posthog"] = "off"
+    posthog_api_key: str | None = None  # the project key events are captured with
+    posthog_host: str = "https://us.i.posthog.com"
+    # Person deletion on erasure uses PostHog's private API: a personal API key (person:write) and the project id.
+    posthog_personal_api_key: str | None = None
+    posthog_project_id: str = ""
+    posthog_api_host: str = Field(default="", description="PostHog's app host for the private API; default: "
+                                  "posthog_host")
+    analytics_retry_interval_seconds: float = Field(default=600.0, ge=0, description="retry PostHog person "
+                                                    "deletions; 0: never")
 
     # Consent and policy (policy §3, §6, §4.1, §11)
     # Outside the EU/EEA, the UK and Switzerland (where everything is opt-in), these purposes start granted
@@ -253,6 +276,10 @@ class Settings(BaseSettings):
             raise ValueError("IMAGEN_EXECUTOR=runpod needs IMAGEN_RUNPOD_ENDPOINT_ID and IMAGEN_RUNPOD_API_KEY")
         if self.storage == "s3" and not self.s3_bucket.strip():
             raise ValueError("IMAGEN_STORAGE=s3 needs IMAGEN_S3_BUCKET")
+        if self.mail_backend == "postmark" and not (self.postmark_server_token or "").strip():
+            raise ValueError("IMAGEN_MAIL_BACKEND=postmark needs IMAGEN_POSTMARK_SERVER_TOKEN")
+        if self.analytics == "posthog" and not (self.posthog_api_key or "").strip():
+            raise ValueError("IMAGEN_ANALYTICS=posthog needs IMAGEN_POSTHOG_API_KEY")
         return self
 
     def unset_operator_settings(self) -> list[tuple[str, str]]:
@@ -267,8 +294,8 @@ class Settings(BaseSettings):
 
     @property
     def mail_delivered(self) -> bool:
-        """Mail really leaves the server (SMTP); the outbox backend only records and logs it."""
-        return self.mail_backend == "smtp"
+        """Mail really leaves the server (SMTP, Postmark); the outbox backend only records and logs it."""
+        return self.mail_backend in ("smtp", "postmark")
 
     @property
     def email_verification_required(self) -> bool:

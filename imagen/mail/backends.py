@@ -17,8 +17,9 @@ log = logging.getLogger(__name__)
 class Mailer(Protocol):
     name: str
 
-    def send(self, to: str, subject: str, text: str, *, message_id: str | None = None) -> None:
-        """Deliver one plain-text message or raise."""
+    def send(self, to: str, subject: str, text: str, *, message_id: str | None = None,
+             broadcast: bool = False) -> None:
+        """Deliver one plain-text message or raise. `broadcast`: a notice to every user (Postmark's bulk stream)."""
 
 
 class LogMailer:
@@ -26,7 +27,8 @@ class LogMailer:
 
     name = "outbox"
 
-    def send(self, to: str, subject: str, text: str, *, message_id: str | None = None) -> None:
+    def send(self, to: str, subject: str, text: str, *, message_id: str | None = None,
+             broadcast: bool = False) -> None:
         log.warning("mail (outbox backend, not sent) %s to %s: %s\n%s", message_id or "", to, subject, text)
 
 
@@ -54,7 +56,8 @@ class SmtpMailer:
         msg.set_content(text)
         return msg
 
-    def send(self, to: str, subject: str, text: str, *, message_id: str | None = None) -> None:
+    def send(self, to: str, subject: str, text: str, *, message_id: str | None = None,
+             broadcast: bool = False) -> None:
         msg = self.message(to, subject, text, message_id=message_id)
         context = ssl.create_default_context()
         smtp_class = smtplib.SMTP_SSL if self.use_ssl else smtplib.SMTP
@@ -68,6 +71,13 @@ class SmtpMailer:
 
 
 def make_mailer(settings: Settings) -> Mailer:
+    if settings.mail_backend == "postmark":
+        from imagen.mail.postmark import PostmarkMailer
+
+        return PostmarkMailer(
+            server_token=settings.postmark_server_token or "", sender=settings.mail_from or settings.contact_email,
+            api_base=settings.postmark_api_base, transactional_stream=settings.postmark_transactional_stream,
+            broadcast_stream=settings.postmark_broadcast_stream, timeout=settings.postmark_timeout_seconds)
     if settings.mail_backend == "smtp":
         return SmtpMailer(
             host=settings.smtp_host, port=settings.smtp_port, sender=settings.mail_from or settings.contact_email,

@@ -7,7 +7,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from imagen.kit.db import Base, CreatedMixin, IdMixin, UTCDateTime
 
-MAIL_STATUSES = ("queued", "sending", "sent", "failed")
+MAIL_STATUSES = ("queued", "sending", "sent", "failed", "suppressed")
 
 
 class OutboundEmail(IdMixin, CreatedMixin, Base):
@@ -29,3 +29,18 @@ class OutboundEmail(IdMixin, CreatedMixin, Base):
     attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
     error: Mapped[str | None] = mapped_column(Text)
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+SUPPRESSION_REASONS = ("hard_bounce", "spam_complaint", "unsubscribed", "inactive")
+
+
+class MailSuppression(IdMixin, CreatedMixin, Base):
+    """An address mail must not go to: it bounced for good or its owner marked our mail as spam (Postmark's
+    webhook), or Postmark itself refused it as inactive. Messages queued for it end `suppressed`, unsent."""
+
+    __tablename__ = "mail_suppressions"
+
+    email: Mapped[str] = mapped_column(String(320), nullable=False, unique=True)  # normalize_email
+    user_id: Mapped[str | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"), index=True)
+    reason: Mapped[str] = mapped_column(String(32), nullable=False)
+    detail: Mapped[str | None] = mapped_column(String(500))  # the provider's description, e.g. "Hard bounce"

@@ -12,10 +12,14 @@ from imagen.kit.db import Database, utcnow
 from imagen.kit.tasks import TaskQueue, enqueue_after_commit
 from imagen.mail.backends import Mailer
 from imagen.mail.models import OutboundEmail
+from imagen.mail.postmark import RecipientSuppressed
+from imagen.mail.suppressions import suppression_service
 
 log = logging.getLogger(__name__)
 
 MAX_ATTEMPTS = 5
+# Notices sent to every user go on the provider's broadcast stream (Postmark keeps bulk mail apart).
+BROADCAST_KINDS = frozenset({"notice.policy_changed", "notice.business_transfer"})
 
 
 class Outbox:
@@ -35,6 +39,11 @@ class Outbox:
         enqueue_after_commit(session, self.tasks, "mail.deliver", row.id)
         return row
 
+    @property
+    def delivers(self) -> bool:
+        """Mail really leaves the server (not the `outbox` backend, which only logs it)."""
+        return self.mailer.name != "outbox"
+
     def message_id(self, message_id: str) -> str:
         return f"<{message_id}@{self.domain}>"
 
@@ -51,9 +60,21 @@ class Outbox:
                 return False
             row = s.get(OutboundEmail, message_id)
             assert row is not None
-            to, subject, body = row.to_address, row.subject, row.body or ""
+            to, subject, body, kind = row.to_address, row.subject, row.body or "", row.kind
+            suppressed = suppression_service.find(s, to)
+            if suppressed is not None:  # bounced or complained: never sent, and the row says why
+                row.status, row.error = "suppressed", f"Not sent: the address is suppressed ({suppressed.reason})"
+                return False
+        # Passed only when set: a mailer written against the older interface (no `broadcast`) keeps working.
+        extra = {"broadcast": True} if kind in BROADCAST_KINDS else {}
         try:
-            self.mailer.send(to, subject, body, message_id=self.message_id(message_id))
+            self.mailer.send(to, subject, body, message_id=self.message_id(message_id), **extra)
+        except RecipientSuppressed as exc:
+            with self.db.transaction() as s:
+                suppression_service.suppress(s, email=to, reason="inactive", detail=str(exc))
+                s.execute(update(OutboundEmail).where(OutboundEmail.id == message_id)
+                          .values(status="suppressed", error=f"Not sent: {exc}"[:2000]))
+            return False
         except Exception as exc:
             log.exception("could not send mail %s to %s", message_id, to)
             with self.db.transaction() as s:

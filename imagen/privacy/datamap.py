@@ -121,6 +121,7 @@ class NotPersonal:
 _CONTRACT = "contract (GDPR Art. 6(1)(b))"
 _SECURITY = "legitimate interests in keeping accounts and the service secure (GDPR Art. 6(1)(f))"
 _FAILED = "failed and canceled ones: retention_failed_generations_days"
+_NOTICE_MAIL_KINDS = ("notice.export_ready", "notice.policy_changed", "notice.breach", "notice.business_transfer")
 _PRIVACY_MAIL_KINDS = ("privacy_request.code", "privacy_request.received", "privacy_request.completed",
                        "privacy_request.denied", "privacy_request.extended", "privacy_request.canceled")
 # imagen/accounts/links.py, login.py: mail about the account itself.
@@ -143,7 +144,7 @@ DATA_MAP: list[DataItem] = [
         purpose="provide the account: sign-in, service messages, the 18+ requirement (policy §1.1, §10)",
         legal_basis=f"{_CONTRACT}; age check: legal obligation (Art. 6(1)(c))", retention=ACCOUNT_LIFETIME,
         erasure="delete", table="users", user_column="id", export_exclude=("password_hash",),
-        providers=("hosting", "smtp", "stripe")),
+        providers=("hosting", "smtp", "postmark", "stripe")),
     DataItem(
         name="login_sessions", category="credentials", source="automatic",
         description="signed-in browsers: IP address, browser, expiry (tokens only hashed)",
@@ -342,7 +343,7 @@ DATA_MAP: list[DataItem] = [
         hold=LegalHold(reason="proof that the request was answered in time (GDPR Art. 5(2), 12(3); CCPA "
                               "regulations §7101: 24 months)",
                        setting="retention_privacy_requests_days", clock="closed_at"),
-        providers=("hosting", "smtp")),
+        providers=("hosting", "smtp", "postmark")),
     DataItem(
         name="privacy_request_events", category="privacy requests", source="generated",
         description="the audit trail of privacy requests: who moved a request (the acting administrator), when, "
@@ -366,7 +367,28 @@ DATA_MAP: list[DataItem] = [
         anonymize=("user_id",),
         hold=LegalHold(reason="proof that the requester was told the outcome, also of a deletion (GDPR Art. 5(2), "
                               "12(3))", setting="retention_outbound_emails_days"),
-        providers=("smtp",)),
+        providers=("smtp", "postmark")),
+    # Notices emailed as well as shown in-app (imagen/notifications/service.py NOTICE_MAIL_KINDS), and the
+    # addresses mail must not go to (imagen/mail/suppressions.py).
+    DataItem(
+        name="notice_emails", category="emails", source="generated",
+        description="notices emailed to the user as well as shown in-app: export ready, policy changes, security "
+                    "incidents, business transfers (address, subject, text, delivery status)",
+        purpose="tell the user about their data and the service (policy §4.4, §9, §11)",
+        legal_basis=_CONTRACT + " and legal obligation (GDPR Art. 6(1)(c), 34)",
+        retention="retention_outbound_emails_days", erasure="delete",
+        table="outbound_emails", user_column="user_id", email_column="to_address", only=("kind", _NOTICE_MAIL_KINDS),
+        period=Period(setting="retention_outbound_emails_days", what="emailed notices",
+                      only=("kind", _NOTICE_MAIL_KINDS)),
+        providers=("smtp", "postmark")),
+    DataItem(
+        name="mail_suppressions", category="emails", source="automatic",
+        description="an address we must not email because mail to it bounced for good or was marked as spam "
+                    "(reported by Postmark), with the reason",
+        purpose="stop sending mail that cannot arrive or is unwanted", legal_basis=(
+            "legitimate interests in honouring complaints and in deliverable mail (GDPR Art. 6(1)(f))"),
+        retention=ACCOUNT_LIFETIME, erasure="delete", table="mail_suppressions", user_column="user_id",
+        email_column="email", providers=("hosting", "postmark")),
     # Records (policy §9, §4.2, §4.4; imagen/privacy/records): the recorder is the acting administrator.
     DataItem(
         name="breach_register", category="records kept by administrators", source="provided",
@@ -434,8 +456,12 @@ DATA_MAP: list[DataItem] = [
     DataItem(
         name="analytics_events", category="analytics events", source="automatic",
         description="product analytics events", purpose="product analytics, only with consent (policy §6)",
-        legal_basis="consent (GDPR Art. 6(1)(a))", retention="not collected", erasure="delete", collected=False,
-        note="this build collects no product analytics: no events are stored and none are sent to any provider"),
+        legal_basis="consent (GDPR Art. 6(1)(a))", retention="not stored here", erasure="delete", collected=False,
+        providers=("posthog",),
+        note="no events are stored on this server; with IMAGEN_ANALYTICS=posthog, and only while you consent and "
+             "your browser sends no Global Privacy Control, three events (signed_up; generation_submitted with "
+             "the workflow, size and steps; export_requested) go to PostHog under a keyed pseudonym, never with "
+             "your email, prompts, IP address or file names; erasing the account asks PostHog to delete them"),
     DataItem(
         name="insights", category="model-improvement insights", source="generated",
         description="signals derived from generations for model improvement",
@@ -496,6 +522,9 @@ DATA_MAP: list[DataItem] = [
 
 NOT_PERSONAL: list[NotPersonal] = [
     NotPersonal(table="policy_versions", reason="the published versions of the privacy policy; no user data"),
+    NotPersonal(table="analytics_deletions", reason="PostHog person deletions still to confirm after an erasure: "
+                "only the keyed pseudonym PostHog knew, not the erased account's id; the row goes once PostHog "
+                "agrees"),
 ]
 
 

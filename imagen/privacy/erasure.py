@@ -26,6 +26,7 @@ from sqlalchemy import Table, Text, cast, delete, or_, select, update
 from sqlalchemy.orm import Session
 
 from imagen.accounts.models import ApiKey, LoginSession, User
+from imagen.analytics.service import analytics_service
 from imagen.generation.models import Generation
 from imagen.kit.config import Settings
 from imagen.kit.db import Database, run_after_commit, utcnow
@@ -200,6 +201,10 @@ def erase_user(db: Database, blobs: BlobStore, executor: JobControl | None, user
         summary["account"] = session.execute(delete(User).where(User.id == user_id)).rowcount
         session.execute(update(Erasure).where(Erasure.id == erasure_id).values(
             status="completed", completed_at=now, summary=summary))
+        # PostHog forgets the person too (analytics.delete_person after this commit, analytics.retry until done).
+        analytics_deletion = analytics_service.request_deletion(session, settings=settings, user_id=user_id)
+    if analytics_deletion:
+        summary["analytics_deletion"] = analytics_deletion
     summary["blobs"] = swept + _sweep(blobs, user_id)
     log.info("erased account %s: %s", erasure_id, summary)
     if verify:

@@ -28,6 +28,7 @@ from imagen.kit.db import Database, run_after_commit, run_after_rollback, utcnow
 from imagen.kit.errors import Conflict, ServiceError
 from imagen.kit.scoped import get_owned, owned
 from imagen.kit.tasks import TaskQueue, enqueue_after_commit
+from imagen.mail.outbox import Outbox
 from imagen.privacy.datamap import DATA_MAP, DataItem
 from imagen.privacy.models import Export
 from imagen.storage import BlobNotFound, BlobStore
@@ -129,8 +130,10 @@ export_service = ExportService()
 
 # ---- building (background; takes ids; safe to run twice) ----
 
-def build_export(db: Database, blobs: BlobStore, export_id: str, *, expiry_days: int = 7) -> str:
-    """Build one pending export; returns its status. A second run of a finished export does nothing."""
+def build_export(db: Database, blobs: BlobStore, export_id: str, *, expiry_days: int = 7,
+                 outbox: Outbox | None = None) -> str:
+    """Build one pending export; returns its status. A second run of a finished export does nothing. The owner is
+    told in-app, and by email through a delivering `outbox`."""
     with db.transaction() as session:
         export = session.get(Export, export_id)
         if export is None or export.status != "pending":
@@ -141,7 +144,7 @@ def build_export(db: Database, blobs: BlobStore, export_id: str, *, expiry_days:
     tmp = Path(tmp_name)
     try:
         write_zip(db, blobs, user_id, tmp)
-        return _publish(db, blobs, export_id, user_id, tmp, expiry_days)
+        return _publish(db, blobs, export_id, user_id, tmp, expiry_days, outbox)
     except Exception as exc:
         log.exception("export %s failed", export_id)
         with db.transaction() as session:
@@ -153,7 +156,8 @@ def build_export(db: Database, blobs: BlobStore, export_id: str, *, expiry_days:
         tmp.unlink(missing_ok=True)
 
 
-def _publish(db: Database, blobs: BlobStore, export_id: str, user_id: str, tmp: Path, expiry_days: int) -> str:
+def _publish(db: Database, blobs: BlobStore, export_id: str, user_id: str, tmp: Path, expiry_days: int,
+             outbox: Outbox | None = None) -> str:
     from imagen.notifications.service import notification_service
     from imagen.webhooks.service import webhook_service
 
@@ -173,7 +177,7 @@ def _publish(db: Database, blobs: BlobStore, export_id: str, user_id: str, tmp: 
         notification_service.notify(
             session, user_id=user_id, kind="export_ready", title="Your data export is ready",
             body=f"Download it before {expires:%Y-%m-%d %H:%M} UTC; after that, request a new one.",
-            link=f"/api/v1/me/exports/{export_id}/download")
+            link=f"/api/v1/me/exports/{export_id}/download", outbox=outbox)
         webhook_service.emit(session, user_id=user_id, event="export.ready", data={
             "id": export_id, "url": download_url_for(export_id), "size_bytes": size,
             "expires_at": expires.isoformat()})

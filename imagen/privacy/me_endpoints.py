@@ -13,6 +13,7 @@ from pydantic import BaseModel
 
 from imagen.accounts.http import CurrentUser
 from imagen.accounts.security import verify_password
+from imagen.analytics.service import analytics_service
 from imagen.kit.errors import Forbidden
 from imagen.kit.http import CSRF_COOKIE, SESSION_COOKIE, ServicesDep, SessionDep, SettingsDep
 from imagen.privacy.erasure import erasure_service
@@ -59,8 +60,10 @@ def erasure_out(erasure: Erasure) -> ErasureOut:
 
 
 @router.post("/exports", status_code=status.HTTP_202_ACCEPTED, response_model=ExportOut)
-def request_export(user: CurrentUser, session: SessionDep, services: ServicesDep) -> ExportOut:
-    return export_out(export_service.request(session, user_id=user.id, requested_via="self", tasks=services.tasks))
+def request_export(user: CurrentUser, session: SessionDep, services: ServicesDep, request: Request) -> ExportOut:
+    export = export_service.request(session, user_id=user.id, requested_via="self", tasks=services.tasks)
+    analytics_service.track(session, request, analytics=services.analytics, user=user, event="export_requested")
+    return export_out(export)
 
 
 @router.get("/exports", response_model=list[ExportOut])

@@ -9,7 +9,8 @@ The template (`privacy-policy.txt`) is kept as written; rendering
 - leaves out the drafting notes meant for the operator ("[LAWYER] …", "Legal review required");
 - rewrites the sentences that are true only of some installations (`REWRITES` below) from what is configured or
   built: §3 model improvement (no insights pipeline in this build), §4.3 hash matching and NCMEC reporting (enabled
-  hash banks, CyberTipline credentials), §4.4 and §11 notices (in-app; no policy email is sent), §5 hosting country
+  hash banks, CyberTipline credentials), §4.4 and §11 notices (in-app, and by email when a real mail backend is
+  configured: `Settings.mail_delivered`), §5 hosting country
   and transfer safeguards (IMAGEN_HOSTING_COUNTRY, IMAGEN_TRANSFER_SAFEGUARDS), §8.1 the response time.
 What a sentence depends on beyond the settings (the banks in the database, what this build has) is `PolicyFacts`.
 """
@@ -217,9 +218,11 @@ def _csam(_block: str, settings: Settings, facts: PolicyFacts) -> str | None:
     return " ".join(parts)
 
 
-def _business_transfer(block: str, _settings: Settings, _facts: PolicyFacts) -> str | None:
-    # The notice is in-app (`imagen records notify-transfer`); no email is sent for it.
-    return block.replace("by email and/or prominent notice in the Service", "by a prominent notice in the Service")
+def _business_transfer(block: str, settings: Settings, _facts: PolicyFacts) -> str | None:
+    # The notice is in-app (`imagen records notify-transfer`), and emailed too when mail really leaves the server.
+    how = ("by email and by a prominent notice in the Service" if settings.mail_delivered else
+           "by a prominent notice in the Service")
+    return block.replace("by email and/or prominent notice in the Service", how)
 
 
 def _hosting(_block: str, settings: Settings, _facts: PolicyFacts) -> str | None:
@@ -241,11 +244,12 @@ def _safeguards(_block: str, settings: Settings, _facts: PolicyFacts) -> str | N
             f"copy by emailing {settings.contact_email}.")
 
 
-def _changes(_block: str, _settings: Settings, _facts: PolicyFacts) -> str | None:
-    # Re-acceptance is enforced (consent/service.py require_policy_accepted); policy changes are not emailed.
-    return ("We may update this Privacy Policy from time to time. We tell you about a material change with a notice "
-            "in the Service and ask you to accept the new version; continuing to use the Service does not count as "
-            "accepting it.")
+def _changes(_block: str, settings: Settings, _facts: PolicyFacts) -> str | None:
+    # Re-acceptance is enforced (consent/service.py require_policy_accepted); a material change is emailed to every
+    # user as well when mail really leaves the server (SMTP or Postmark), else the notice is in-app only.
+    how = "by email and with a notice in the Service" if settings.mail_delivered else "with a notice in the Service"
+    return (f"We may update this Privacy Policy from time to time. We tell you about a material change {how} and "
+            "ask you to accept the new version; continuing to use the Service does not count as accepting it.")
 
 
 def _response_time(block: str, settings: Settings, _facts: PolicyFacts) -> str | None:

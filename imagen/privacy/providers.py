@@ -71,10 +71,14 @@ PROVIDERS: tuple[Provider, ...] = (
              "IMAGEN_MAIL_BACKEND=smtp (to a host other than this machine)",
              lambda s: _setting(s, "mail_backend") == "smtp" and not _local_host(_setting(s, "smtp_host")),
              _mail_name),
+    Provider("postmark", "Service emails and notices", "Email address, message content",
+             "IMAGEN_MAIL_BACKEND=postmark", lambda s: _setting(s, "mail_backend") == "postmark",
+             lambda s: "Postmark"),
     Provider("stripe", "Payment processing", "Email, billing details, transaction data",
              "IMAGEN_STRIPE_SECRET_KEY", lambda s: bool(_setting(s, "stripe_secret_key")), lambda s: "Stripe"),
-    Provider("posthog", "Product analytics (only with your consent)", "Pseudonymous usage data",
-             "IMAGEN_POSTHOG_API_KEY", lambda s: bool(_setting(s, "posthog_api_key")), lambda s: "PostHog"),
+    Provider("posthog", "Product analytics (only with your consent)",
+             "Pseudonymous usage events (no email, prompt, IP address or file name)",
+             "IMAGEN_ANALYTICS=posthog", lambda s: _setting(s, "analytics") == "posthog", lambda s: "PostHog"),
 )
 
 

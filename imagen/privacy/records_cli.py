@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from imagen.kit.cli_database import migrated_database
+from imagen.kit.cli_database import cli_services, migrated_database
 
 records_app = typer.Typer(help="Records: breach register, legal requests, business-transfer notices.",
                           no_args_is_help=True)
@@ -47,9 +47,10 @@ def notify_transfer(
     except ValueError:
         raise typer.BadParameter("use YYYY-MM-DD", param_hint="--effective") from None
     try:
-        with _session() as session:
+        with cli_services() as services, services.db.transaction() as session:
             notice = records_service.notify_transfer(
-                session, data=TransferNoticeCreate(acquirer=acquirer, effective_on=effective_on, summary=summary))
+                session, data=TransferNoticeCreate(acquirer=acquirer, effective_on=effective_on, summary=summary),
+                outbox=services.outbox)
             recipients = notice.recipients
     except ServiceError as exc:
         console.print(f"[red]{_detail(exc)}[/]", highlight=False)

@@ -17,6 +17,7 @@ PROVIDERS = {
     "cloudflare_r2": "Cloudflare (R2, CDN): storage and content delivery",
     "stripe": "Stripe: payment processing",
     "smtp": "Email delivery (Postmark / SMTP): service emails",
+    "postmark": "Postmark (HTTP API): service emails and notices",
     "posthog": "PostHog: product analytics",
 }
 

@@ -28,14 +28,16 @@ RETENTION_FIRST_DELAY_SECONDS = 300.0  # not in the way of a start, and not skip
 
 @task("privacy.build_export")
 def build_export_task(services: Services, export_id: str) -> None:
-    if build_export(services.db, services.blobs, export_id,
-                    expiry_days=services.settings.export_expiry_days) == "ready":
+    if build_export(services.db, services.blobs, export_id, expiry_days=services.settings.export_expiry_days,
+                    outbox=services.outbox) == "ready":
         services.tasks.enqueue("webhooks.send_due")  # its export.ready event now, not at the next pass
 
 
 @task("privacy.erase_user")
 def erase_user_task(services: Services, user_id: str) -> None:
-    erase_user(services.db, services.blobs, services.executor, user_id, settings=services.settings)
+    summary = erase_user(services.db, services.blobs, services.executor, user_id, settings=services.settings)
+    if deletion_id := summary.get("analytics_deletion"):
+        services.tasks.enqueue("analytics.delete_person", deletion_id)
 
 
 @task("privacy.resume")

@@ -8,6 +8,7 @@ from sqlalchemy.orm import Session
 from imagen.accounts.http import AdminUser
 from imagen.kit.config import Settings
 from imagen.kit.http import SessionDep, SettingsDep
+from imagen.mail.http import OutboxDep
 from imagen.privacy.records.models import Breach, LegalRequest, TransferNotice
 from imagen.privacy.records.schemas import (
     AffectedLookup,
@@ -91,11 +92,12 @@ def update_breach(breach_id: str, data: BreachUpdate, _admin: AdminUser, session
 
 @router.post("/breaches/{breach_id}/notify-users", response_model=NotifyUsersOut)
 def notify_breach_users(breach_id: str, _admin: AdminUser, session: SessionDep, settings: SettingsDep,
-                        data: NotifyUsers | None = None) -> NotifyUsersOut:
-    """An in-app notice to each affected user not told yet (safe to repeat)."""
+                        outbox: OutboxDep, data: NotifyUsers | None = None) -> NotifyUsersOut:
+    """An in-app notice (and an email when mail leaves the server) to each affected user not told yet (safe to
+    repeat)."""
     data = data or NotifyUsers()
     notified, already = records_service.notify_breach_users(session, settings=settings, breach_id=breach_id,
-                                                            title=data.title, body=data.body)
+                                                            title=data.title, body=data.body, outbox=outbox)
     breach = records_service.get_breach(session, breach_id)
     return NotifyUsersOut(notified=notified, already_notified=already, users_notified_at=breach.users_notified_at)
 
@@ -125,9 +127,11 @@ def update_legal_request(request_id: str, data: LegalRequestUpdate, _admin: Admi
 
 # ---- business transfers (policy §4.4) ----
 @router.post("/transfer-notices", status_code=status.HTTP_201_CREATED, response_model=TransferNoticeOut)
-def notify_transfer(data: TransferNoticeCreate, admin: AdminUser, session: SessionDep) -> TransferNoticeOut:
-    """Notify every user before their information is transferred to an acquirer."""
-    return transfer_out(records_service.notify_transfer(session, data=data, admin=admin))
+def notify_transfer(data: TransferNoticeCreate, admin: AdminUser, session: SessionDep,
+                    outbox: OutboxDep) -> TransferNoticeOut:
+    """Notify every user (in-app, and by email when mail leaves the server) before their information is
+    transferred to an acquirer."""
+    return transfer_out(records_service.notify_transfer(session, data=data, admin=admin, outbox=outbox))
 
 
 @router.get("/transfer-notices", response_model=list[TransferNoticeOut])

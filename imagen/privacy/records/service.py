@@ -13,6 +13,7 @@ from imagen.accounts.models import User
 from imagen.kit.config import Settings
 from imagen.kit.db import utcnow
 from imagen.kit.errors import Conflict, NotFound, field_error
+from imagen.mail.outbox import Outbox
 from imagen.notifications.service import notification_service
 from imagen.privacy.records import holdings
 from imagen.privacy.records.models import (
@@ -140,8 +141,10 @@ class RecordsService:
         return deadline, passed, hours_left
 
     def notify_breach_users(self, session: Session, *, settings: Settings, breach_id: str,
-                            title: str | None = None, body: str | None = None) -> tuple[int, int]:
-        """An in-app notice to every affected user not told yet; (newly notified, already notified)."""
+                            title: str | None = None, body: str | None = None,
+                            outbox: Outbox | None = None) -> tuple[int, int]:
+        """An in-app notice (and an email, with a delivering `outbox`) to every affected user not told yet;
+        (newly notified, already notified)."""
         breach = self.get_breach(session, breach_id)
         rows = list(session.scalars(select(BreachAffectedUser).where(BreachAffectedUser.breach_id == breach.id)))
         title = title or "A security incident may have affected your data"
@@ -150,7 +153,7 @@ class RecordsService:
         fresh = [r for r in rows if r.notified_at is None]
         for row in fresh:
             notification_service.notify(session, user_id=row.user_id, kind="breach", title=title, body=body,
-                                        link="/privacy/centre")
+                                        link="/privacy/centre", outbox=outbox)
             row.notified_at = now
         if fresh:
             breach.users_notified_at = now
@@ -224,7 +227,7 @@ class RecordsService:
 
     # ---- business transfers ----
     def notify_transfer(self, session: Session, *, data: TransferNoticeCreate, admin: User | None = None,
-                        today: date | None = None) -> TransferNotice:
+                        today: date | None = None, outbox: Outbox | None = None) -> TransferNotice:
         """Tell every user before their data moves to an acquirer (policy §4.4), and record that we did."""
         today = today or utcnow().date()
         if data.effective_on <= today:
@@ -240,7 +243,7 @@ class RecordsService:
         body += ("\n\nBefore then you can download your data or delete your account from the privacy centre.")
         recipients = notification_service.notify_all(
             session, kind="business_transfer", title=f"Your data will be transferred to {data.acquirer}",
-            body=body, link="/privacy/centre")
+            body=body, link="/privacy/centre", outbox=outbox)
         notice = TransferNotice(acquirer=data.acquirer, effective_on=data.effective_on, summary=data.summary,
                                 recipients=recipients, notified_at=utcnow(),
                                 recorded_by=admin.id if admin else None)

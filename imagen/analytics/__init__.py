@@ -1,0 +1,1 @@
+"""Server-side product analytics (`IMAGEN_ANALYTICS=off|posthog`): consented users only, pseudonymous, no content."""
