@@ -393,10 +393,14 @@ DATA_MAP: list[DataItem] = [
         note="this build collects no product analytics: no events are stored and none are sent to any provider"),
     DataItem(
         name="insights", category="model-improvement insights", source="generated",
-        description="signals derived from generations for model improvement",
+        description="anonymous records derived from generations made with model-improvement consent (parameters, "
+                    "timings, image statistics, a hashed prompt summary; the day only)",
         purpose="improve the service from anonymized, aggregated signals (policy §3)",
-        legal_basis="consent (GDPR Art. 6(1)(a))", retention="not collected", erasure="delete", collected=False,
-        note="this build derives no insight rows; each generation's consent stamp is kept for when it does"),
+        legal_basis="consent (GDPR Art. 6(1)(a))", retention="none held about you: the records are anonymous",
+        erasure="delete", collected=False,
+        note="insight records (the insight_records table) carry no account id, email, prompt, image, IP address or "
+             "upload hash, so none is yours to export or erase; a withdrawal applies from the next generation and "
+             "what was derived before is already unlinked"),
     # Trust and safety (imagen/safety, docs/safety.md): preserved evidence is a legal hold that outlives erasure.
     DataItem(
         name="safety_cases", category="safety cases", source="generated",
@@ -451,6 +455,8 @@ DATA_MAP: list[DataItem] = [
 
 NOT_PERSONAL: list[NotPersonal] = [
     NotPersonal(table="policy_versions", reason="the published versions of the privacy policy; no user data"),
+    NotPersonal(table="insight_records", reason="anonymous: model-improvement records with no user id, email, "
+                "prompt, image, IP address, upload hash or generation id, and only the day (imagen/insights)"),
 ]
 
 
