@@ -72,3 +72,29 @@ def bar_chart(chart_id: str, title: str, groups: list[tuple[str, list[float]]], 
                          f'<text x="{x + 14}" y="{HEIGHT - 5}" font-size="11" fill="#444">{escape(name[:18])}</text>')
     parts.append("</svg>")
     return Markup("".join(parts))
+
+
+def hbar_chart(chart_id: str, title: str, items: list[tuple[str, float]], unit: str = "") -> Markup:
+    """Horizontal bars, one per item, labelled on the left: for categories with long names (topics, reasons)."""
+    label_w, row_h, top_pad = 300, 26, 8
+    height = max(60, top_pad * 2 + row_h * len(items) + 18)
+    parts = [f'<svg class="chart" id="{escape(chart_id)}" role="img" aria-labelledby="{escape(chart_id)}-title" '
+             f'viewBox="0 0 {WIDTH} {height}" width="{WIDTH}" height="{height}" xmlns="http://www.w3.org/2000/svg">',
+             f'<title id="{escape(chart_id)}-title">{escape(title)}</title>']
+    if not items:
+        parts.append(f'<text x="{WIDTH / 2}" y="{height / 2}" text-anchor="middle" fill="#666">No group large '
+                     f'enough to show yet</text></svg>')
+        return Markup("".join(parts))
+    top = _nice_max(max(value for _, value in items))
+    plot_w = WIDTH - label_w - 70
+    for i, (label, value) in enumerate(items):
+        y = top_pad + i * row_h
+        w = plot_w * value / top if top else 0
+        parts.append(f'<text x="{label_w - 8}" y="{y + row_h * 0.65:.1f}" text-anchor="end" font-size="12" '
+                     f'fill="#333">{escape(label if len(label) <= 40 else label[:39] + "…")}</text>'
+                     f'<rect class="bar" x="{label_w}" y="{y + 3}" width="{w:.1f}" height="{row_h - 6}" '
+                     f'fill="{PALETTE[0]}"><title>{escape(label)}: {escape(_fmt(value))}{escape(unit)}</title></rect>'
+                     f'<text x="{label_w + w + 6:.1f}" y="{y + row_h * 0.65:.1f}" font-size="12" fill="#333">'
+                     f'{escape(_fmt(value))}{escape(unit)}</text>')
+    parts.append("</svg>")
+    return Markup("".join(parts))

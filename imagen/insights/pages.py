@@ -9,7 +9,7 @@ from fastapi.responses import Response
 from markupsafe import Markup
 
 from imagen.accounts.http import OptionalPrincipalDep
-from imagen.insights.charts import bar_chart
+from imagen.insights.charts import bar_chart, hbar_chart
 from imagen.insights.service import Report, insights_service
 from imagen.kit.http import SessionDep, SettingsDep
 from imagen.web.pages import not_found_page, render, to_login
@@ -28,8 +28,8 @@ def charts(report: Report) -> list[tuple[str, str, Markup]]:
         return [(t["family"], [float(t[f"{name}_p50"]), float(t[f"{name}_p95"])]) for t in report.timings
                 if t[f"{name}_p50"] is not None]
 
-    def simple(items: list[tuple[Any, int]]) -> list[tuple[str, list[float]]]:
-        return [(str(label), [float(n)]) for label, n in items]
+    def simple(items: list[tuple[Any, int]]) -> list[tuple[str, float]]:
+        return [(str(label), float(n)) for label, n in items]
 
     return [
         ("chart-per-day", "Generations per day by workflow",
@@ -40,16 +40,16 @@ def charts(report: Report) -> list[tuple[str, str, Markup]]:
          bar_chart("chart-inference", "Inference time per model family", timing("inference"), ["p50", "p95"],
                    " s")),
         ("chart-samplers", "Sampler popularity",
-         bar_chart("chart-samplers", "Sampler popularity", simple(report.samplers), ["generations"])),
+         hbar_chart("chart-samplers", "Sampler popularity", simple(report.samplers))),
         ("chart-sizes", "Size popularity",
-         bar_chart("chart-sizes", "Size popularity", simple(report.sizes), ["generations"])),
+         hbar_chart("chart-sizes", "Size popularity", simple(report.sizes))),
         ("chart-failures", "Failure reasons",
-         bar_chart("chart-failures", "Failure reasons", simple(report.failures), ["failures"])),
+         hbar_chart("chart-failures", "Failure reasons", simple(report.failures))),
         ("chart-busy", "Worker busy fraction per day",
          bar_chart("chart-busy", "Worker busy fraction per day",
                    [(day, [fraction]) for day, fraction in report.busy], ["busy"])),
         ("chart-topics", "Prompt topics (nearest built-in example phrases)",
-         bar_chart("chart-topics", "Prompt topics", simple(report.topics), ["generations"])),
+         hbar_chart("chart-topics", "Prompt topics", simple(report.topics))),
     ]
 
 
