@@ -79,6 +79,12 @@ def test_every_chart_renders_without_console_errors(live, chromium) -> None:  # 
         expect(page.locator("#chart-busy rect.bar")).to_have_count(1)
         assert "cat" in page.locator("#chart-topics").inner_html()
         page.screenshot(path=str(ARTIFACTS / "admin-insights-1280.png"), full_page=True)
+        page.set_viewport_size({"width": 390, "height": 844})  # a phone: the charts shrink, nothing scrolls sideways
+        page.reload()
+        expect(page.locator("svg#chart-topics")).to_be_visible()
+        assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+        assert page.locator("svg#chart-per-day").bounding_box()["width"] <= 390
+        page.screenshot(path=str(ARTIFACTS / "admin-insights-390.png"), full_page=True)
         csv = page.request.get(page.get_attribute("#insights-csv", "href"))
         assert csv.ok and csv.text().startswith("chart,group,measure,value")
         assert errors == []
