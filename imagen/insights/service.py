@@ -22,7 +22,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
 import numpy as np
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from imagen.assets.models import Asset
@@ -116,18 +116,28 @@ class InsightsService:
     def report(self, session: Session, *, min_group: int, epsilon: float = 0.0, days: int = 30,
                now: datetime | None = None, rng: random.Random | None = None) -> Report:
         since = ((now or utcnow()) - timedelta(days=days)).date()
-        rows = session.execute(select(
-            InsightRecord.day, InsightRecord.workflow, InsightRecord.status, InsightRecord.failure_reason,
-            InsightRecord.model_family, InsightRecord.sampler, InsightRecord.width, InsightRecord.height,
-            InsightRecord.queue_wait_seconds, InsightRecord.inference_seconds,
-        ).where(InsightRecord.day >= since)).all()
+        recent = InsightRecord.day >= since
         release = Release(min_group, epsilon, rng or random.SystemRandom())
-        report = Report(min_group=min_group, epsilon=epsilon, days=days, rows=len(rows))
-        report.per_day = release.counts(Counter((r.day.isoformat(), r.workflow) for r in rows))
-        report.samplers = release.counts(Counter(r.sampler for r in rows if r.sampler))
-        report.sizes = release.counts(Counter(f"{r.width}x{r.height}" for r in rows if r.width and r.height))
-        report.failures = release.counts(Counter(r.failure_reason for r in rows if r.failure_reason))
-        report.timings = release.percentiles(rows)
+
+        def grouped(*columns: Any) -> Counter[Any]:
+            """Counts per group, computed by the database (only the groups leave it, not the rows)."""
+            query = select(*columns, func.count()).where(recent, *(c.is_not(None) for c in columns))
+            found: Counter[Any] = Counter()
+            for *key, n in session.execute(query.group_by(*columns)):
+                found[key[0] if len(key) == 1 else tuple(key)] += n
+            return found
+
+        report = Report(min_group=min_group, epsilon=epsilon, days=days,
+                        rows=session.scalar(select(func.count()).select_from(InsightRecord).where(recent)) or 0)
+        report.per_day = release.counts(Counter({(day.isoformat(), workflow): n for (day, workflow), n in grouped(
+            InsightRecord.day, InsightRecord.workflow).items()}))
+        report.samplers = release.counts(grouped(InsightRecord.sampler))
+        report.sizes = release.counts(Counter({f"{w}x{h}": n for (w, h), n in grouped(
+            InsightRecord.width, InsightRecord.height).items()}))
+        report.failures = release.counts(grouped(InsightRecord.failure_reason))
+        report.timings = release.percentiles(session.execute(select(
+            InsightRecord.model_family, InsightRecord.queue_wait_seconds, InsightRecord.inference_seconds,
+        ).where(recent)).all())
         report.busy = self._busy(session, since=since, release=release)
         report.topics = self._topics(session, since=since, release=release)
         return report
