@@ -1,7 +1,7 @@
 """The insights pipeline (issue 16, policy §3, DESIGN invariant 4): a generation made without the model-improvement
 consent yields no row; one made with it yields a row with none of the user's id, email, prompt, address, image or
-upload hash; a withdrawal applies from the next generation; the derivation never reaches the blob store; the
-residue scan after erasure finds nothing in the insights table. Aggregates: tests/test_insights_release.py."""
+upload hash; a withdrawal applies from the next generation; the derivation never reaches the blob store nor fails a
+job; the residue scan after erasure finds nothing in the insights table. Aggregates: tests/test_insights_release.py."""
 
 from __future__ import annotations
 
@@ -254,3 +254,26 @@ def test_embeddings_are_deterministic_and_topics_are_built_in_phrases(database_u
     for centre in centres:
         assert set(nearest_phrases(centre)) <= set(EXAMPLE_PHRASES)
     assert "cat" in nearest_phrases(centres[labels[0]])
+
+
+def test_a_failing_derivation_hook_never_fails_the_job_and_the_sweep_catches_up(settings, runtime):
+    from fastapi.testclient import TestClient
+
+    from imagen.app import create_app
+
+    settings.worker_autostart = False
+    app = create_app(settings, run_migrations=False, runtime=runtime)
+    with TestClient(app, base_url="https://testserver") as client:
+        signup(client, consents={"model_improvement": True, "marketing_emails": False})
+        services = app.state.services
+
+        def broken(_generation_id: str) -> None:
+            raise RuntimeError("the task backend is down")
+
+        services.executor.on_end = broken
+        services.executor.start()
+        assert generate(client)["status"] == "succeeded"
+        assert records(app) == []
+        assert insights_tasks.sweep(services) == 1
+        (row,) = records(app)
+        assert row.status == "succeeded" and row.sharpness is not None
