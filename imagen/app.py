@@ -21,6 +21,9 @@ from imagen.consent.service import consent_service
 from imagen.generation.endpoints import router as generation_router
 from imagen.generation.marketing_endpoints import router as marketing_router
 from imagen.inference.runtime import Runtime
+from imagen.insights.endpoints import router as insights_router
+from imagen.insights.metrics import router as metrics_router
+from imagen.insights.pages import router as insights_pages_router
 from imagen.kit import surface
 from imagen.kit.capacity import OpenStreams, RequestGate
 from imagen.kit.config import Settings, get_settings
@@ -92,7 +95,8 @@ def create_app(settings: Settings | None = None, *, run_migrations: bool = True,
                    privacy_router,
                    notifications_router, privacy_centre_router, privacy_requests_router, consent_router,
                    marketing_router, privacy_me_router, safety_banks_router, safety_router, safety_pages_router,
-                   webhooks_router, a1111_router, mail_router, pages_router):
+                   webhooks_router, a1111_router, mail_router, insights_router, insights_pages_router,
+                   metrics_router, pages_router):
         app.include_router(router, responses=ERROR_RESPONSES)
     app.mount("/static", StaticFiles(directory=Path(__file__).parent / "web" / "static"), name="static")
     return app

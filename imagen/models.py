@@ -6,6 +6,7 @@ from imagen.analytics import models as analytics_models
 from imagen.assets import models as assets_models
 from imagen.consent import models as consent_models
 from imagen.generation import models as generation_models
+from imagen.insights import models as insights_models
 from imagen.kit.db import Base
 from imagen.mail import models as mail_models
 from imagen.notifications import models as notifications_models
@@ -20,7 +21,7 @@ from imagen.workflows import models as workflows_models
 
 __all__ = [
     "Base", "a1111_models", "accounts_models", "analytics_models", "assets_models", "consent_models",
-    "generation_models", "mail_models",
+    "generation_models", "insights_models", "mail_models",
     "notifications_models", "privacy_minors_models", "privacy_models", "privacy_records_models",
     "privacy_requests_models", "safety_bank_models", "safety_models", "webhooks_models", "workflows_models",
 ]

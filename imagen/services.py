@@ -26,12 +26,14 @@ from typing import Any, Literal
 import imagen.accounts.tasks
 import imagen.analytics.tasks
 import imagen.generation.tasks
+import imagen.insights.tasks
 import imagen.mail.tasks
 import imagen.models
 import imagen.privacy.tasks
 import imagen.safety.tasks
 import imagen.webhooks.tasks  # noqa: F401
 from imagen.analytics.client import Analytics, NoAnalytics, make_analytics
+from imagen.insights.metrics import ServiceMetrics
 from imagen.kit import migrate
 from imagen.kit.config import Settings
 from imagen.kit.db import Database, utcnow
@@ -66,6 +68,8 @@ class Services:
     signals: Any = None
     # Product analytics (imagen/analytics): PostHog's SDK client or nothing; flushed and stopped with the process.
     analytics: Analytics = field(default_factory=NoAnalytics)
+    # /metrics (imagen/insights/metrics.py): this app's own Prometheus registry, never the process-global one.
+    metrics: ServiceMetrics | None = None
     extras: dict[str, Any] = field(default_factory=dict)
 
     def start(self) -> None:
@@ -106,6 +110,7 @@ def build_services(settings: Settings, *, role: Role = "web", run_migrations: bo
     services.tasks = _task_backend(services)
     services.outbox = Outbox(db, services.mailer, services.tasks, domain=settings.site_domain)
     services.safety = build_safety(db, blobs, settings, services.tasks)
+    services.metrics = ServiceMetrics(soon_days=settings.privacy_due_soon_days)
     if role == "web" and settings.executor != "celery":
         services.scheduler = Scheduler(services.tasks, settings, run_at_start=("privacy.resume",))
     from imagen.generation.wiring import attach_generation  # the executor and runtime for this role

@@ -67,24 +67,34 @@ def section(text: str, heading: str) -> str:
     return text[start:nxt.start() if nxt else len(text)]
 
 
-# ---- §3 model improvement: no insights pipeline in this build ----
+# ---- §3 model improvement: what the insights pipeline (imagen/insights) derives, or that none runs ----
 
-def test_section_3_says_no_model_improvement_runs_in_this_build():
-    assert policy.MODEL_IMPROVEMENT_PIPELINE is False  # imagen/insights does not exist yet
+def test_section_3_says_what_the_insights_pipeline_derives_and_that_earlier_records_are_unlinked():
+    assert policy.MODEL_IMPROVEMENT_PIPELINE is True  # imagen/insights is built
     for text in (default_text(), full_text()):
         s3 = section(text, "3. Model Improvement and Training")
-        assert "does not use your data, or anything derived from it, to improve the Service or any model" in s3
-        assert "your choice is recorded and stamped on each generation" in s3
-        assert "We use anonymized, aggregated data" not in text
-        assert "model-improvement pipelines" not in text  # §3 "Your control" and §7 deletion list
-        assert "turn model improvement on or off at any time in the consent centre" in s3
+        assert "We use anonymized, aggregated data derived from generations" in s3
+        assert "does not use your data, or anything derived from it" not in text
+        assert "holds no account id, email, prompt text, image, IP address or upload hash" in s3
+        assert "its time is only the day" in s3
+        assert "Reports show only groups of at least 20 generations;" in s3  # IMAGEN_INSIGHTS_MIN_GROUP's default
+        assert "withdrawing it applies from your next generation, and what was derived before is already " \
+               "unlinked from you" in s3
+        assert "the change applies from your next generation" in s3  # "Your control"
+        assert "removes your data from active model-improvement pipelines" not in s3  # not true of unlinked rows
         s2 = section(text, "2. How We Use Information")
-        assert "none takes place at present" in s2 and "Improve the Service as described in §3" not in s2
-    # Once a pipeline exists, the template's description (and its removal on deletion) is what is true.
-    built = full_text(model_improvement=True)
-    assert "We use anonymized, aggregated data derived from generations" in built
-    assert "does not use your data" not in built and "none takes place at present" not in built
-    assert "removed from model-improvement pipelines" in section(built, "7. Data Retention")
+        assert "Improve the Service as described in §3, only with your consent" in s2
+        assert "none takes place at present" not in s2
+        s7 = section(text, "7. Data Retention")
+        assert "nothing more is derived from them for model improvement" in s7
+    noisy = render_policy(Settings(**FULL, insights_min_group=50, insights_epsilon=0.5), facts=FULL_FACTS)
+    s3 = section(noisy, "3. Model Improvement and Training")
+    assert "at least 50 generations, and every count we show carries random noise" in s3 and "epsilon 0.5" in s3
+    # A build without the pipeline says plainly that none runs (the sentence kept for such builds).
+    bare = full_text(model_improvement=False)
+    s3 = section(bare, "3. Model Improvement and Training")
+    assert "does not use your data, or anything derived from it, to improve the Service or any model" in s3
+    assert "We use anonymized, aggregated data" not in bare and "none takes place at present" in bare
 
 
 # ---- §4.1 processors ----

@@ -13,10 +13,15 @@ from imagen.assets.models import ASSET_KINDS, Asset
 from imagen.assets.schemas import UPLOAD_OPENAPI, AssetOut
 from imagen.assets.service import UploadLimits, asset_service
 from imagen.assets.uploads import receive_upload
-from imagen.kit.errors import NotFound, field_error
+from imagen.kit.config import Settings
+from imagen.kit.errors import NotFound, ServiceError, field_error
 from imagen.kit.http import SessionDep, SettingsDep
 from imagen.kit.limits import body_limit
 from imagen.storage import BlobNotFound
+
+# An upload's refusal, by its answer's status, as /metrics counts it.
+REFUSAL_REASONS = {400: "malformed", 403: "forbidden", 409: "conflict", 413: "too_large", 415: "unsupported_type",
+                   422: "invalid", 429: "rate_limited", 503: "unavailable"}
 
 router = APIRouter(prefix="/api/v1", tags=["assets"])
 
@@ -43,6 +48,17 @@ def _release_connection(session: Session) -> None:
 async def upload_asset(request: Request, response: Response, user: VerifiedUser, session: SessionDep,
                        settings: SettingsDep) -> AssetOut:
     """Upload a checkpoint or LoRA (.safetensors) or a reference image (PNG/JPEG/WebP), streamed to disk."""
+    try:
+        return await _upload_asset(request, response, user, session, settings)
+    except ServiceError as exc:  # counted for /metrics (imagen/insights/metrics.py), then answered as usual
+        metrics = getattr(request.app.state.services, "metrics", None)
+        if metrics is not None:
+            metrics.upload_refused(REFUSAL_REASONS.get(exc.status_code, f"http_{exc.status_code}"))
+        raise
+
+
+async def _upload_asset(request: Request, response: Response, user: User, session: Session,
+                        settings: Settings) -> AssetOut:
     blobs, limits = request.app.state.services.blobs, UploadLimits.from_settings(settings)
     # The body may take long: wait for it with nothing open in the database and out of the request's slot, so slow
     # uploads cannot hold every slot and stall everyone else (kit/capacity.py); back in, in turn, to store it.

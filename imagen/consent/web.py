@@ -51,7 +51,8 @@ PURPOSE_TEXTS = (
     PurposeText("model_improvement", "Model improvement",
                 "Use anonymized, aggregated signals from your generations (parameters, quality and performance "
                 "measures) to improve the service and its models (policy §3). Never your uploaded files or "
-                "reference images. Generations you make while this is off are never used."),
+                "reference images. Generations you make while this is off are never used; turning it off applies from "
+                "your next generation, and what was derived before carries no link to you."),
     PurposeText("marketing_emails", "Marketing emails",
                 "Occasional emails about new features and offers. Service emails (security, policy changes, "
                 "your requests) are sent either way."),

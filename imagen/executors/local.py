@@ -28,7 +28,8 @@ class LocalExecutor:
     def __init__(self, db: Database, runtime: Runtime, blobs: BlobStore, *, safety: Safety,
                  idle_poll_seconds: float = 2.0,
                  on_change: Callable[[str], None] = lambda _id: None, job_timeout_seconds: float = 0.0,
-                 stale_seconds: float = 60.0):
+                 stale_seconds: float = 60.0, on_end: Callable[[str], None] = lambda _id: None):
+        self.on_end = on_end  # told once a job's final state has committed
         self.db, self.runtime, self.blobs, self.on_change, self.safety = db, runtime, blobs, on_change, safety
         self.fair = FairQueue()
         self.idle_poll_seconds = idle_poll_seconds
@@ -92,7 +93,7 @@ class LocalExecutor:
                 self.current_job = job_id
                 execute_generation(self.db, self.runtime, self.blobs, job_id, self._is_canceled, self.on_change,
                                    safety=self.safety, timeout_seconds=self.job_timeout_seconds,
-                                   unrecorded=self._remember_unrecorded)
+                                   unrecorded=self._remember_unrecorded, ended=self.on_end)
             except Exception:
                 log.exception("executor loop error")
                 time.sleep(0.5)

@@ -19,6 +19,7 @@ import logging
 import os
 import socket
 import threading
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -45,7 +46,9 @@ def default_worker_name() -> str:
 
 class FleetWorker:
     def __init__(self, *, db: Any, runtime: Any, blobs: Any, safety: Any, signals: RedisGenerationSignals,
-                 registry: WorkerRegistry, router: TicketRouter, settings: Any, name: str | None = None) -> None:
+                 registry: WorkerRegistry, router: TicketRouter, settings: Any, name: str | None = None,
+                 on_end: Callable[[str], None] = lambda _id: None) -> None:
+        self.on_end = on_end  # told once a job's final state has committed
         self.db, self.runtime, self.blobs, self.safety = db, runtime, blobs, safety
         self.signals, self.registry, self.router, self.settings = signals, registry, router, settings
         self.name = name or default_worker_name()
@@ -112,7 +115,7 @@ class FleetWorker:
                 status = execute_generation(
                     self.db, self.runtime, self.blobs, generation_id, self._is_canceled, self.signals.notify,
                     safety=self.safety, timeout_seconds=self.settings.job_timeout_seconds,
-                    unrecorded=self._remember_unrecorded, attempt=attempt)
+                    unrecorded=self._remember_unrecorded, attempt=attempt, ended=self.on_end)
                 if status == "requeued":  # this worker is stopping: the job goes to another one
                     self.router.submit(generation_id)
                 elif status != "superseded":

@@ -43,6 +43,8 @@ class Generation(IdMixin, CreatedMixin, Base):
     attempt: Mapped[int] = mapped_column(Integer, default=0, server_default="0", nullable=False)
     claimed_by: Mapped[str | None] = mapped_column(String(200))
     served_turn: Mapped[int | None] = mapped_column(BigInteger, index=True)
+    # Insights (migration 0019): this ended generation has been looked at by imagen/insights (derived or not, once).
+    insights_derived: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false(), nullable=False)
 
     __table_args__ = (Index("ix_generations_user_id_served_turn", "user_id", "served_turn"),)
 

@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from imagen.generation.models import Generation
+from imagen.generation.models import FINAL_STATUSES, Generation
 from imagen.generation.resolve import refs_from_record
 from imagen.generation.service import generation_service
 from imagen.inference.runtime import Runtime
@@ -90,16 +90,24 @@ def execute_generation(
     is_canceled: Callable[[str], bool] = lambda _id: False,
     changed: Callable[[str], None] = lambda _id: None,
     *, safety: Safety, timeout_seconds: float = 0.0, unrecorded: Unrecorded = _log_unrecorded,
-    attempt: int | None = None,
+    attempt: int | None = None, ended: Callable[[str], None] = lambda _id: None,
 ) -> str:
     """Run a generation the worker has claimed; returns its final status. `changed` is told after each commit;
     `timeout_seconds` (0: none) stops it at the next step once it has run that long. `attempt` (a fleet worker's
-    claim token) makes every write conditional on the claim still being this one ("superseded" when it is not)."""
+    claim token) makes every write conditional on the claim still being this one ("superseded" when it is not).
+    `ended` is told once the job's final state has committed (the insights derivation is enqueued there)."""
+    status = "skipped"
     try:
-        return _Job(db, runtime, blobs, generation_id, is_canceled, changed, timeout_seconds, unrecorded,
-                    safety, attempt).run()
+        status = _Job(db, runtime, blobs, generation_id, is_canceled, changed, timeout_seconds, unrecorded,
+                      safety, attempt).run()
+        return status
     finally:
         changed(generation_id)
+        if status in FINAL_STATUSES:
+            try:
+                ended(generation_id)
+            except Exception:  # what follows a job's end never fails the job (the insights sweep catches up)
+                log.warning("generation %s: after-end hook failed", generation_id, exc_info=True)
 
 
 class _Job:

@@ -27,8 +27,14 @@ def attach_generation(services: Any, *, runtime: Runtime | None = None) -> None:
     services.runtime = _runtime(services, runtime)
     services.executor = LocalExecutor(
         services.db, services.runtime, services.blobs, safety=services.safety, on_change=services.signals.notify,
-        job_timeout_seconds=settings.job_timeout_seconds, stale_seconds=settings.job_stale_seconds)
+        job_timeout_seconds=settings.job_timeout_seconds, stale_seconds=settings.job_stale_seconds,
+        on_end=_derive_insights(services))
     services.run_executor = settings.worker_autostart  # off: tests drive the executor by hand
+
+
+def _derive_insights(services: Any) -> Any:
+    """After a job's end commits: its insights (imagen/insights/tasks.py), as background work of its own."""
+    return lambda generation_id: services.tasks.enqueue("insights.derive", generation_id)
 
 
 def _runtime(services: Any, runtime: Runtime | None) -> Any:
@@ -61,7 +67,7 @@ def _attach_fleet(services: Any, runtime: Runtime | None) -> None:
         services.runtime = _runtime(services, runtime)
         services.executor = FleetWorker(db=services.db, runtime=services.runtime, blobs=services.blobs,
                                         safety=services.safety, signals=services.signals, registry=registry,
-                                        router=router, settings=settings)
+                                        router=router, settings=settings, on_end=_derive_insights(services))
         return
     web = services.role == "web"
     services.signals = RedisGenerationSignals(redis_url, channels=(CHANGED_CHANNEL,) if web else ())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import secrets
 from functools import lru_cache
 from pathlib import Path
@@ -242,6 +243,30 @@ class Settings(BaseSettings):
     webhooks_disable_after: int = Field(default=20, ge=1, description="consecutive failed attempts that disable "
                                         "an endpoint")
     webhooks_timeout_seconds: float = Field(default=10.0, gt=0, description="per delivery attempt")
+
+    # --- insights and metrics (imagen/insights, docs/insights.md) ---
+    insights_min_group: int = Field(default=20, ge=2, description="smallest group any insights output releases")
+    insights_epsilon: float = Field(default=0.0, ge=0, description="Laplace noise on released counts, scale "
+                                    "1/epsilon; 0: no noise")
+    insights_sweep_interval_seconds: float = Field(default=600.0, ge=0, description="how often ended generations "
+                                                   "whose derivation was missed are derived; 0 disables")
+    metrics_token: str | None = Field(default=None, description="/metrics answers `Authorization: Bearer <token>`")
+    metrics_allow: str = Field(default="", description="comma-separated addresses or networks /metrics answers "
+                               "without the token; with neither set /metrics is a 404")
+
+    @field_validator("metrics_allow")
+    @classmethod
+    def _metrics_networks(cls, value: str) -> str:
+        for net in (n.strip() for n in value.split(",") if n.strip()):
+            try:
+                ipaddress.ip_network(net, strict=False)
+            except ValueError:
+                raise ValueError(f"{net!r} is not an address or network") from None
+        return value
+
+    @property
+    def metrics_allow_list(self) -> list[str]:
+        return [n.strip() for n in self.metrics_allow.split(",") if n.strip()]
 
     @field_validator("consent_defaults_elsewhere")
     @classmethod

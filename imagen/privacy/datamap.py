@@ -464,10 +464,14 @@ DATA_MAP: list[DataItem] = [
              "your email, prompts, IP address or file names; erasing the account asks PostHog to delete them"),
     DataItem(
         name="insights", category="model-improvement insights", source="generated",
-        description="signals derived from generations for model improvement",
+        description="anonymous records derived from generations made with model-improvement consent (parameters, "
+                    "timings, image statistics, a hashed prompt summary; the day only)",
         purpose="improve the service from anonymized, aggregated signals (policy §3)",
-        legal_basis="consent (GDPR Art. 6(1)(a))", retention="not collected", erasure="delete", collected=False,
-        note="this build derives no insight rows; each generation's consent stamp is kept for when it does"),
+        legal_basis="consent (GDPR Art. 6(1)(a))", retention="none held about you: the records are anonymous",
+        erasure="delete", collected=False,
+        note="insight records (the insight_records table) carry no account id, email, prompt, image, IP address or "
+             "upload hash, so none is yours to export or erase; a withdrawal applies from the next generation and "
+             "what was derived before is already unlinked"),
     # Trust and safety (imagen/safety, docs/safety.md): preserved evidence is a legal hold that outlives erasure.
     DataItem(
         name="safety_cases", category="safety cases", source="generated",
@@ -525,6 +529,8 @@ NOT_PERSONAL: list[NotPersonal] = [
     NotPersonal(table="analytics_deletions", reason="PostHog person deletions still to confirm after an erasure: "
                 "only the keyed pseudonym PostHog knew, not the erased account's id; the row goes once PostHog "
                 "agrees"),
+    NotPersonal(table="insight_records", reason="anonymous: model-improvement records with no user id, email, "
+                "prompt, image, IP address, upload hash or generation id, and only the day (imagen/insights)"),
 ]
 
 

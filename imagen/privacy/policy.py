@@ -8,10 +8,10 @@ The template (`privacy-policy.txt`) is kept as written; rendering
   (`LISTS` below; the §6 cookie list comes from the cookie registry);
 - leaves out the drafting notes meant for the operator ("[LAWYER] …", "Legal review required");
 - rewrites the sentences that are true only of some installations (`REWRITES` below) from what is configured or
-  built: §3 model improvement (no insights pipeline in this build), §4.3 hash matching and NCMEC reporting (enabled
-  hash banks, CyberTipline credentials), §4.4 and §11 notices (in-app, and by email when a real mail backend is
-  configured: `Settings.mail_delivered`), §5 hosting country
-  and transfer safeguards (IMAGEN_HOSTING_COUNTRY, IMAGEN_TRANSFER_SAFEGUARDS), §8.1 the response time.
+  built: §3 model improvement (what the insights pipeline derives, or that none runs), §4.3 hash matching and
+  NCMEC reporting (enabled hash banks, CyberTipline credentials), §4.4 and §11 notices (in-app, and by email when a
+  real mail backend is configured: `Settings.mail_delivered`), §5 hosting country and transfer safeguards
+  (IMAGEN_HOSTING_COUNTRY, IMAGEN_TRANSFER_SAFEGUARDS), §8.1 the response time.
 What a sentence depends on beyond the settings (the banks in the database, what this build has) is `PolicyFacts`.
 """
 
@@ -37,7 +37,8 @@ NO_PROVIDERS = ("This installation of IMAGEN currently uses no third-party servi
                 "version is published.")
 DRAFTING_NOTES = ("[LAWYER]", "⚠️ Legal review required")
 
-# The model-improvement (insights) pipeline of the design is not in this build; §3 says so until it is.
+# The model-improvement (insights) pipeline (imagen/insights, docs/insights.md): §3 describes it when it is built,
+# and says plainly that none runs when it is not.
 MODEL_IMPROVEMENT_PIPELINE = util.find_spec("imagen.insights") is not None
 
 
@@ -80,7 +81,8 @@ def _cookie_items(settings: Settings, _facts: PolicyFacts) -> list[str]:
 
 def _deletion_items(settings: Settings, facts: PolicyFacts) -> list[str]:
     grace = int(getattr(settings, "erasure_grace_days", 0) or 0)
-    pipelines = ", and removed from model-improvement pipelines" if facts.model_improvement else ""
+    pipelines = (", so nothing more is derived from them for model improvement (the anonymous records derived "
+                 "earlier carry no link to you)") if facts.model_improvement else ""
     items = ["Your account, generations, images, uploaded files, presets, API keys and consent history are "
              f"erased from our database and storage{pipelines}",
              "Records we must keep by law (for example payment records) are kept with the fewest details "
@@ -182,7 +184,19 @@ ADDED: dict[str, str] = {
 
 def _model_improvement(block: str, settings: Settings, facts: PolicyFacts) -> str | None:
     if facts.model_improvement:
-        return block
+        noise = (f", and every count we show carries random noise (the Laplace mechanism, epsilon "
+                 f"{settings.insights_epsilon:g})" if settings.insights_epsilon > 0 else "")
+        return (f"{block}\n\n"
+                "In practice: when a generation you made while you agreed ends, we derive one record from it: the "
+                "workflow, the model family (and only whether the model is built in, published or a private upload, "
+                "never which), the sampler, steps, guidance and size, how long it waited and ran, image statistics "
+                "(sharpness and colourfulness) and a hashed numeric summary of the prompt. The record holds no "
+                "account id, email, prompt text, image, IP address or upload hash, and its time is only the day. "
+                f"Reports show only groups of at least {settings.insights_min_group} generations{noise}; prompt "
+                "topics are shown as fixed example phrases, never as anyone's prompt. Your consent is read from each "
+                "generation as it stood when you made it: withdrawing it applies from your next generation, and what "
+                "was derived before is already unlinked from you, so it cannot be found, exported or erased as "
+                "yours.")
     return ("This installation does not use your data, or anything derived from it, to improve the Service or any "
             "model: no model-improvement processing runs here. You can still give or withdraw your consent in the "
             "consent centre; your choice is recorded and stamped on each generation you make, so that if such "
@@ -192,7 +206,11 @@ def _model_improvement(block: str, settings: Settings, facts: PolicyFacts) -> st
 
 def _your_control(block: str, _settings: Settings, facts: PolicyFacts) -> str | None:
     if facts.model_improvement:
-        return block
+        return ("  • You can turn model improvement on or off at any time in the consent centre (/privacy/consents); "
+                "the change applies from your next generation\n"
+                "  • You can delete your account at any time: your generations are erased, so nothing more is "
+                "derived from them; what was derived before carries no link to you\n"
+                "  • You can request data export and deletion as described in §8")
     return ("  • You can turn model improvement on or off at any time in the consent centre (/privacy/consents)\n"
             "  • You can request data export and deletion as described in §8")
 
