@@ -15,6 +15,8 @@ from fastapi.staticfiles import StaticFiles
 from imagen.a1111.endpoints import router as a1111_router
 from imagen.accounts.endpoints import router as accounts_router
 from imagen.assets.endpoints import router as assets_router
+from imagen.billing.endpoints import router as billing_router
+from imagen.billing.pages import router as billing_pages_router
 from imagen.consent.endpoints import router as consent_router
 from imagen.consent.service import consent_service
 from imagen.generation.endpoints import router as generation_router
@@ -89,7 +91,7 @@ def create_app(settings: Settings | None = None, *, run_migrations: bool = True,
     for router in (accounts_router, assets_router, workflows_router, generation_router, privacy_router,
                    notifications_router, privacy_centre_router, privacy_requests_router, consent_router,
                    marketing_router, privacy_me_router, safety_banks_router, safety_router, safety_pages_router,
-                   webhooks_router, a1111_router, pages_router):
+                   webhooks_router, a1111_router, billing_router, billing_pages_router, pages_router):
         app.include_router(router, responses=ERROR_RESPONSES)
     app.mount("/static", StaticFiles(directory=Path(__file__).parent / "web" / "static"), name="static")
     return app

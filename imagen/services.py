@@ -29,6 +29,7 @@ import imagen.models
 import imagen.privacy.tasks
 import imagen.safety.tasks
 import imagen.webhooks.tasks  # noqa: F401
+from imagen.billing.service import Billing
 from imagen.kit import migrate
 from imagen.kit.config import Settings
 from imagen.kit.db import Database, utcnow
@@ -61,6 +62,7 @@ class Services:
     executor: Any = None
     run_executor: bool = True
     signals: Any = None
+    billing: Billing | None = None  # credits and Stripe (imagen/billing); off: generation is free
     extras: dict[str, Any] = field(default_factory=dict)
 
     def start(self) -> None:
@@ -96,6 +98,7 @@ def build_services(settings: Settings, *, role: Role = "web", run_migrations: bo
     services.tasks = _task_backend(services)
     services.outbox = Outbox(db, services.mailer, services.tasks, domain=settings.site_domain)
     services.safety = build_safety(db, blobs, settings, services.tasks)
+    services.billing = Billing(settings)
     if role == "web" and settings.executor != "celery":
         services.scheduler = Scheduler(services.tasks, settings, run_at_start=("privacy.resume",))
     from imagen.generation.wiring import attach_generation  # the executor and runtime for this role

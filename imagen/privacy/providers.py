@@ -72,7 +72,7 @@ PROVIDERS: tuple[Provider, ...] = (
              lambda s: _setting(s, "mail_backend") == "smtp" and not _local_host(_setting(s, "smtp_host")),
              _mail_name),
     Provider("stripe", "Payment processing", "Email, billing details, transaction data",
-             "IMAGEN_STRIPE_SECRET_KEY", lambda s: bool(_setting(s, "stripe_secret_key")), lambda s: "Stripe"),
+             "IMAGEN_BILLING=stripe", lambda s: _setting(s, "billing") == "stripe", lambda s: "Stripe"),
     Provider("posthog", "Product analytics (only with your consent)", "Pseudonymous usage data",
              "IMAGEN_POSTHOG_API_KEY", lambda s: bool(_setting(s, "posthog_api_key")), lambda s: "PostHog"),
 )
