@@ -193,8 +193,8 @@ def _first_time(session: Session, event_id: str, event_type: str) -> bool:
     """Store the event id unless it is there: insert-or-ignore, so two simultaneous deliveries record it once."""
     insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
     stored = session.execute(insert(StripeEvent).values(id=event_id, type=event_type[:100], received_at=utcnow())
-                             .on_conflict_do_nothing(index_elements=["id"])).rowcount
-    return stored == 1
+                             .on_conflict_do_nothing(index_elements=["id"]).returning(StripeEvent.id)).scalar()
+    return stored is not None  # (an insert's rowcount is not reliable here: RETURNING is)
 
 
 class BillingRecords:
