@@ -165,6 +165,21 @@ def test_a_bad_signature_gets_400_and_changes_nothing(billed, billed_app, stripe
     assert stripe_post(billed_app, payload).json()["result"] == "granted"  # the genuine one still works
 
 
+def test_a_paid_session_for_an_account_that_is_gone_opens_a_refund_case(billed, billed_app, stripe_api):
+    signup(billed)
+    ghost = {"id": "cs_test_elsewhere", "object": "checkout.session", "payment_status": "paid",
+             "client_reference_id": "f" * 32, "metadata": {"credits": "50", "pack": "credits-50"},
+             "amount_total": 300, "currency": "usd", "payment_intent": "pi_elsewhere"}
+    assert stripe_post(billed_app, stripe_api.event("checkout.session.completed", ghost)).json()["result"] == \
+        "no account"
+    with billed_app.state.services.db.transaction() as s:
+        (purchase,) = s.scalars(select(Purchase)).all()
+        assert (purchase.user_id, purchase.status, purchase.credits) == (None, "paid", 50)
+        (case,) = s.scalars(select(BillingCase)).all()
+        assert case.kind == "refund" and "no longer exists" in case.summary
+        assert s.scalar(select(func.count()).select_from(LedgerEntry)) == 0
+
+
 # ---- holds ----
 
 def test_a_hold_is_settled_when_the_job_succeeds_and_released_when_it_is_canceled(billed, billed_app):

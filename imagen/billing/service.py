@@ -117,9 +117,12 @@ class Billing:
             return "ignored"
         purchase = session.scalar(select(Purchase).where(Purchase.checkout_session_id == obj["id"]))
         if purchase is None:  # started outside this server's checkout endpoint: recorded from the session itself
-            purchase = Purchase(user_id=user_id, pack=str((obj.get("metadata") or {}).get("pack") or "")[:64],
-                                credits=credits, amount=int(obj.get("amount_total") or 0),
-                                currency=str(obj.get("currency") or "")[:3], checkout_session_id=obj["id"])
+            known = session.get(User, user_id) is not None
+            purchase = Purchase(user_id=user_id if known else None, credits=credits,
+                                pack=str((obj.get("metadata") or {}).get("pack") or "")[:64],
+                                amount=int(obj.get("amount_total") or 0),
+                                currency=str(obj.get("currency") or "")[:3], checkout_session_id=obj["id"],
+                                status="pending")
             session.add(purchase)
         if purchase.status not in ("pending", "expired"):
             return "already granted"
@@ -127,12 +130,11 @@ class Billing:
         purchase.payment_intent_id = obj.get("payment_intent")
         purchase.credits = credits
         session.flush()
-        if session.get(User, user_id) is None:  # erased since: the payment is refunded by hand
-            purchase.user_id = None
+        if purchase.user_id is None:  # the account was erased since: the payment is to be refunded by hand
             self._open_case(session, kind="refund", user_id=None, purchase=purchase, ref=str(obj["id"]),
-                            clawed=0, debt=0, summary="Paid after the account was erased: refund the payment")
+                            clawed=0, debt=0, summary="Paid for an account that no longer exists: refund the payment")
             return "no account"
-        ledger.credit(session, user_id=user_id, credits=credits, kind="purchase", source="stripe",
+        ledger.credit(session, user_id=purchase.user_id, credits=credits, kind="purchase", source="stripe",
                       purchase_id=purchase.id, memo=f"pack {purchase.pack}")
         return "granted"
 
