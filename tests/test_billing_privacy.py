@@ -14,7 +14,9 @@ from sqlalchemy import func, select
 from imagen.accounts.models import User
 from imagen.billing.ledger import ledger
 from imagen.billing.models import BillingAccount, BillingCase, Hold, LedgerEntry, Purchase
+from imagen.generation.models import Generation
 from imagen.kit.config import Settings
+from imagen.kit.db import new_id
 from imagen.privacy.erasure import erase_user
 from imagen.privacy.exports import build_export, export_service
 from imagen.privacy.policy import render_policy
@@ -72,6 +74,21 @@ def test_erasure_keeps_the_accounting_records_without_the_person(db, blobs, sett
         assert s.scalars(select(BillingCase.user_id)).all() == [None]
         # Still balanced books.
         assert s.scalar(select(func.sum(LedgerEntry.amount))) == 0
+
+
+def test_erasure_releases_the_holds_of_the_jobs_it_cancels(db, blobs, settings):
+    uid = customer(db)
+    with db.transaction() as s:
+        gen = Generation(id=new_id(), user_id=uid, workflow="txt2img", workflow_version=1, pipeline="txt2img",
+                         params={"prompt": "a lighthouse"}, checkpoint="imagen-tiny", checkpoint_sha256="0" * 64,
+                         models=[], consent_model_improvement=False, status="queued")
+        s.add(gen)
+        ledger.hold(s, user_id=uid, generation_id=gen.id, credits=5)
+    erase_user(db, blobs, None, uid, settings=settings)
+    with db.transaction() as s:
+        released = s.scalars(select(LedgerEntry.generation_id).where(LedgerEntry.kind == "release",
+                                                                     LedgerEntry.account == "user_hold")).all()
+        assert released == [gen.id]
 
 
 def test_the_records_go_once_the_accounting_period_has_passed(db, blobs, settings):
