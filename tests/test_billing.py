@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from datetime import date, timedelta
 
 import pytest
 from fastapi import FastAPI
@@ -14,10 +15,13 @@ from sqlalchemy import func, select, update
 
 from imagen.accounts.models import User
 from imagen.app import create_app
-from imagen.billing.ledger import ledger
+from imagen.billing.ledger import Balance, ledger
 from imagen.billing.models import BillingAccount, BillingCase, Hold, LedgerEntry, Purchase, StripeEvent
 from imagen.billing.pricing import parse_packs, parse_prices, price_of
+from imagen.generation.models import Generation
+from imagen.generation.service import generation_service
 from imagen.kit.config import Settings
+from imagen.kit.db import new_id, utcnow
 from tests import fake_stripe
 from tests.conftest import TINY, signup, wait_for
 
@@ -309,3 +313,46 @@ def test_stripe_billing_needs_its_keys():
     with pytest.raises(ValueError, match="IMAGEN_STRIPE_SECRET_KEY and IMAGEN_STRIPE_WEBHOOK_SECRET"):
         Settings(billing="stripe", stripe_secret_key="sk_test_x")
     assert Settings(billing="stripe", stripe_secret_key="sk", stripe_webhook_secret="whsec").billing == "stripe"
+
+
+# ---- every way a job ends (the service, on each database) ----
+
+def test_every_final_state_ends_the_hold_once(db, blobs):
+    """Failed by the worker, failed by the fleet's watchdog after its last attempt, ended by the in-process
+    watchdog: each releases its hold, and running them all again changes nothing; a queued job keeps its hold."""
+    now = utcnow()
+    silence = {"failed": now, "last_attempt": now - timedelta(hours=2), "abandoned": now - timedelta(hours=1),
+               "queued": None}
+    with db.transaction() as s:
+        user = User(email="ada@example.com", password_hash="$argon2id$x", date_of_birth=date(1990, 1, 1),
+                    country="GB")
+        s.add(user)
+        s.flush()
+        ledger.credit(s, user_id=user.id, credits=40, kind="grant", source="grants")
+        ids = {}
+        for name, heard in silence.items():
+            gen = Generation(id=new_id(), user_id=user.id, workflow="txt2img", workflow_version=1,
+                             pipeline="txt2img", params={"prompt": "a lighthouse"}, checkpoint="imagen-tiny",
+                             checkpoint_sha256="0" * 64, models=[], consent_model_improvement=False,
+                             status="queued" if heard is None else "running", started_at=heard, heartbeat_at=heard,
+                             attempt=3)
+            s.add(gen)
+            ledger.hold(s, user_id=user.id, generation_id=gen.id, credits=10)
+            ids[name] = gen.id
+        user_id = user.id
+    for _ in range(2):  # the second round finds every hold already ended
+        with db.transaction() as s:
+            generation_service.finish_unsuccessfully(s, generation_id=ids["failed"], status="failed", error="boom",
+                                                     blobs=blobs)
+            generation_service.requeue_abandoned(s, silent_since=now - timedelta(minutes=90), max_attempts=3,
+                                                 blobs=blobs)
+            generation_service.end_abandoned(s, silent_since=now - timedelta(minutes=30), started_before=None,
+                                             timeout_seconds=0, blobs=blobs)
+    with db.transaction() as s:
+        assert {name: s.get(Generation, gen_id).status for name, gen_id in ids.items()} == {
+            "failed": "failed", "last_attempt": "failed", "abandoned": "failed", "queued": "queued"}
+        assert dict(s.execute(select(Hold.generation_id, Hold.status)).all()) == {
+            ids["failed"]: "released", ids["last_attempt"]: "released", ids["abandoned"]: "released",
+            ids["queued"]: "held"}
+        assert ledger.balance(s, user_id=user_id) == Balance(credits=30, held=10, debt=0)
+        assert s.scalar(select(func.count()).select_from(LedgerEntry).where(LedgerEntry.kind == "release")) == 6
