@@ -16,6 +16,8 @@ from imagen.a1111.endpoints import router as a1111_router
 from imagen.accounts.endpoints import router as accounts_router
 from imagen.accounts.security_endpoints import router as account_security_router
 from imagen.assets.endpoints import router as assets_router
+from imagen.billing.endpoints import router as billing_router
+from imagen.billing.pages import router as billing_pages_router
 from imagen.consent.endpoints import router as consent_router
 from imagen.consent.service import consent_service
 from imagen.generation.endpoints import router as generation_router
@@ -96,7 +98,7 @@ def create_app(settings: Settings | None = None, *, run_migrations: bool = True,
                    notifications_router, privacy_centre_router, privacy_requests_router, consent_router,
                    marketing_router, privacy_me_router, safety_banks_router, safety_router, safety_pages_router,
                    webhooks_router, a1111_router, mail_router, insights_router, insights_pages_router,
-                   metrics_router, pages_router):
+                   metrics_router, billing_router, billing_pages_router, pages_router):
         app.include_router(router, responses=ERROR_RESPONSES)
     app.mount("/static", StaticFiles(directory=Path(__file__).parent / "web" / "static"), name="static")
     return app

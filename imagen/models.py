@@ -4,6 +4,7 @@ from imagen.a1111 import models as a1111_models
 from imagen.accounts import models as accounts_models
 from imagen.analytics import models as analytics_models
 from imagen.assets import models as assets_models
+from imagen.billing import models as billing_models
 from imagen.consent import models as consent_models
 from imagen.generation import models as generation_models
 from imagen.insights import models as insights_models
@@ -20,8 +21,8 @@ from imagen.webhooks import models as webhooks_models
 from imagen.workflows import models as workflows_models
 
 __all__ = [
-    "Base", "a1111_models", "accounts_models", "analytics_models", "assets_models", "consent_models",
-    "generation_models", "insights_models", "mail_models",
+    "Base", "a1111_models", "accounts_models", "analytics_models", "assets_models", "billing_models",
+    "consent_models", "generation_models", "insights_models", "mail_models",
     "notifications_models", "privacy_minors_models", "privacy_models", "privacy_records_models",
     "privacy_requests_models", "safety_bank_models", "safety_models", "webhooks_models", "workflows_models",
 ]

@@ -33,6 +33,7 @@ import imagen.privacy.tasks
 import imagen.safety.tasks
 import imagen.webhooks.tasks  # noqa: F401
 from imagen.analytics.client import Analytics, NoAnalytics, make_analytics
+from imagen.billing.service import Billing
 from imagen.insights.metrics import ServiceMetrics
 from imagen.kit import migrate
 from imagen.kit.config import Settings
@@ -70,6 +71,7 @@ class Services:
     analytics: Analytics = field(default_factory=NoAnalytics)
     # /metrics (imagen/insights/metrics.py): this app's own Prometheus registry, never the process-global one.
     metrics: ServiceMetrics | None = None
+    billing: Billing | None = None  # credits and Stripe (imagen/billing); off: generation is free
     extras: dict[str, Any] = field(default_factory=dict)
 
     def start(self) -> None:
@@ -111,6 +113,7 @@ def build_services(settings: Settings, *, role: Role = "web", run_migrations: bo
     services.outbox = Outbox(db, services.mailer, services.tasks, domain=settings.site_domain)
     services.safety = build_safety(db, blobs, settings, services.tasks)
     services.metrics = ServiceMetrics(soon_days=settings.privacy_due_soon_days)
+    services.billing = Billing(settings)
     if role == "web" and settings.executor != "celery":
         services.scheduler = Scheduler(services.tasks, settings, run_at_start=("privacy.resume",))
     from imagen.generation.wiring import attach_generation  # the executor and runtime for this role

@@ -257,8 +257,8 @@ def test_policy_lists_only_configured_providers(monkeypatch):
                "IMAGEN_RUNPOD_ENDPOINT_ID": "ep-1", "IMAGEN_RUNPOD_API_KEY": "rp-key", "IMAGEN_STORAGE": "s3",
                "IMAGEN_S3_BUCKET": "imagen", "IMAGEN_S3_ENDPOINT_URL": "https://acc.r2.cloudflarestorage.com",
                "IMAGEN_MAIL_BACKEND": "smtp", "IMAGEN_SMTP_HOST": "smtp.postmarkapp.com",
-               # Billing is not in this build (its key is not a setting); a PostHog key alone does not switch
-               # analytics on (IMAGEN_ANALYTICS=posthog does): neither is listed.
+               # A Stripe key alone does not switch billing on (IMAGEN_BILLING=stripe does), nor a PostHog key
+               # analytics (IMAGEN_ANALYTICS=posthog does): neither is listed yet.
                "IMAGEN_STRIPE_SECRET_KEY": "sk_live_x", "IMAGEN_POSTHOG_API_KEY": "phc_x"}
     for name, value in enabled.items():
         monkeypatch.setenv(name, value)
@@ -274,6 +274,13 @@ def test_policy_lists_only_configured_providers(monkeypatch):
         "Postmark | Service emails | Email address, message content",
     ]
     assert "Stripe" not in text and "PostHog" not in text and "uses no third-party" not in text
+    for name, value in {"IMAGEN_BILLING": "stripe", "IMAGEN_STRIPE_WEBHOOK_SECRET": "whsec_x",
+                        "IMAGEN_ANALYTICS": "posthog"}.items():
+        monkeypatch.setenv(name, value)
+    switched_on = render_policy(Settings())
+    assert "\nStripe | " in switched_on and "\nPostHog | " in switched_on
+    for name in ("IMAGEN_BILLING", "IMAGEN_ANALYTICS"):
+        monkeypatch.delenv(name)
     monkeypatch.delenv("IMAGEN_S3_ENDPOINT_URL")  # no endpoint: AWS S3
     assert "Amazon Web Services (S3) | Storage and content delivery" in render_policy(Settings())
     monkeypatch.setenv("IMAGEN_SMTP_HOST", "localhost")

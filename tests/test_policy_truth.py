@@ -106,7 +106,7 @@ def test_section_4_1_lists_what_is_configured_and_says_when_nothing_is():
     assert "uses no third-party service providers" not in s41
     rows = [line.split(" | ")[0] for line in s41.splitlines() if " | " in line][1:]
     assert rows == ["Hetzner Online GmbH", "RunPod", "Cloudflare (R2)", "Postmark"]
-    # Billing has no setting in this build and analytics is off here: neither is listed.
+    # Billing and analytics are off here (IMAGEN_BILLING, IMAGEN_ANALYTICS): neither is listed.
     assert "Stripe" not in s41 and "PostHog" not in s41
 
 

@@ -152,7 +152,7 @@ class A1111Service:
                 session, user=user, workflow_name=workflow, params=params, preset_id=None, checkpoints=registry,
                 blobs=services.blobs, max_queued=settings.max_queued_per_user, enqueue=services.executor.submit,
                 safety=services.safety, max_job_cost=settings.max_job_cost,
-                max_queued_cost=settings.max_queued_cost_per_user)
+                max_queued_cost=settings.max_queued_cost_per_user, billing=services.billing)
         except Unprocessable as exc:
             raise a1111_errors(exc) from None
         return Submitted(gen.id, checkpoint, prompt)

@@ -66,7 +66,7 @@ def submit_generation(data: GenerationCreate, user: VerifiedUser, session: Sessi
         session, user=user, workflow_name=data.workflow, params=data.params, preset_id=data.preset,
         checkpoints=services.runtime.checkpoints, blobs=services.blobs, max_queued=settings.max_queued_per_user,
         enqueue=services.executor.submit, safety=services.safety, max_job_cost=settings.max_job_cost,
-        max_queued_cost=settings.max_queued_cost_per_user,
+        max_queued_cost=settings.max_queued_cost_per_user, billing=services.billing,
     )
     params = gen.params if isinstance(gen.params, dict) else {}
     analytics_service.track(session, request, analytics=services.analytics, user=user, event="generation_submitted",

@@ -17,6 +17,8 @@ from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from imagen.accounts.models import User
+from imagen.billing.ledger import ledger
+from imagen.billing.service import Billing
 from imagen.consent.service import consent_service
 from imagen.generation.gallery import output_thumb_key, store_thumbnail
 from imagen.generation.limits import check_job_cost
@@ -68,7 +70,7 @@ class GenerationService:
     def submit(
         self, session: Session, *, user: User, workflow_name: str, params: dict[str, Any], preset_id: str | None,
         checkpoints: CheckpointRegistry, blobs: BlobStore, max_queued: int, enqueue: Callable[[str], None],
-        safety: Safety, max_job_cost: int = 0, max_queued_cost: int = 0,
+        safety: Safety, max_job_cost: int = 0, max_queued_cost: int = 0, billing: Billing | None = None,
     ) -> Generation:
         try:
             workflow = workflow_service.get(session, workflow_name)
@@ -119,6 +121,8 @@ class GenerationService:
         # Again, under a lock on the user's row until the commit: simultaneous submits cannot all pass the limits.
         lock_row(session, User.id, user.id, touch=User.role)
         check_limits()
+        if billing is not None:  # its price held until the job ends (402 when the balance is short)
+            billing.hold(session, user_id=user.id, generation_id=gen.id, workflow=workflow.name, params=clean)
         gen.params = clean
         session.add(gen)
         session.flush()
@@ -173,7 +177,7 @@ class GenerationService:
         if gen.status == "queued":
             gen.status = "canceled"
             gen.finished_at = utcnow()
-            self._drop_transient_input(session, gen, blobs)
+            self._ended(session, gen, blobs)
         run_after_commit(session, notify, gen.id)
         return gen
 
@@ -184,6 +188,7 @@ class GenerationService:
         keys += [k for k in (gen.input_blob_key, gen.mask_blob_key) if k]
         if gen.status in ACTIVE_STATUSES:
             run_after_commit(session, notify, gen.id)
+        ledger.release(session, generation_id=gen.id)  # a deleted job that was still queued or running
         session.delete(gen)
         for key in keys:
             run_after_commit(session, blobs.delete, key)
@@ -227,7 +232,7 @@ class GenerationService:
         for gen in interrupted:
             gen.status, gen.error, gen.finished_at = "failed", "Interrupted by a server restart; submit it again", \
                 utcnow()
-            self._drop_transient_input(session, gen, blobs)
+            self._ended(session, gen, blobs)
         return len(interrupted)
 
     def drop_leftover_inputs(self, session: Session, *, blobs: BlobStore) -> int:
@@ -271,7 +276,7 @@ class GenerationService:
             else:
                 status, error = "failed", "The worker running this job stopped reporting; submit it again"
             gen.status, gen.error, gen.finished_at = status, error, utcnow()
-            self._drop_transient_input(session, gen, blobs)
+            self._ended(session, gen, blobs)
             ended.append(gen.id)
         return ended
 
@@ -296,7 +301,7 @@ class GenerationService:
         screened = screen_outputs(safety, session, gen=gen, images=images)
         if screened is None:  # never stored, never served; a hash match opened a case
             gen.status, gen.error, gen.finished_at = "failed", NEUTRAL_GENERATION, utcnow()
-            self._drop_transient_input(session, gen, blobs)
+            self._ended(session, gen, blobs)
             return "blocked"
         stamp = utcnow()
         for index, image in enumerate(screened):
@@ -311,7 +316,7 @@ class GenerationService:
         if gen.consent_model_improvement:  # from the bytes in hand: the insights code never opens an image
             signals = {**signals, "image_stats": _image_stats(screened, gen.id)}
         gen.status, gen.progress, gen.signals, gen.finished_at = "succeeded", 1.0, signals, utcnow()
-        self._drop_transient_input(session, gen, blobs)
+        self._ended(session, gen, blobs)
         return True
 
     def finish_unsuccessfully(self, session: Session, *, generation_id: str, status: str,
@@ -320,7 +325,7 @@ class GenerationService:
         if gen is None or gen.status not in ACTIVE_STATUSES or not _holds(gen, attempt):
             return
         gen.status, gen.error, gen.finished_at = status, error, utcnow()
-        self._drop_transient_input(session, gen, blobs)
+        self._ended(session, gen, blobs)
 
     def stop_running(self, session: Session, *, generation_id: str, blobs: BlobStore,
                      attempt: int | None = None) -> str:
@@ -352,12 +357,12 @@ class GenerationService:
                                    .with_for_update(skip_locked=True)):
             if gen.cancel_requested:
                 gen.status, gen.finished_at = "canceled", utcnow()
-                self._drop_transient_input(session, gen, blobs)
+                self._ended(session, gen, blobs)
                 ended.append(gen.id)
             elif gen.attempt >= max_attempts:
                 gen.status, gen.finished_at = "failed", utcnow()
                 gen.error = f"The workers running this job stopped reporting {gen.attempt} times; submit it again"
-                self._drop_transient_input(session, gen, blobs)
+                self._ended(session, gen, blobs)
                 ended.append(gen.id)
             else:
                 gen.status, gen.progress, gen.started_at, gen.heartbeat_at = "queued", 0.0, None, None
@@ -367,6 +372,15 @@ class GenerationService:
 
     def has_queued(self, session: Session) -> bool:
         return session.scalar(select(Generation.id).where(Generation.status == "queued").limit(1)) is not None
+
+    def _ended(self, session: Session, gen: Generation, blobs: BlobStore) -> None:
+        """Every path that gives a job its final state comes here: its credit hold is settled (succeeded) or
+        released (failed, canceled), once (a hold already ended is left alone), and its transient inputs go."""
+        if gen.status == "succeeded":
+            ledger.settle(session, generation_id=gen.id)
+        else:
+            ledger.release(session, generation_id=gen.id)
+        self._drop_transient_input(session, gen, blobs)
 
     def _drop_transient_input(self, session: Session, gen: Generation, blobs: BlobStore) -> None:
         for key in (gen.input_blob_key, gen.mask_blob_key):

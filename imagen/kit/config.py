@@ -267,6 +267,16 @@ class Settings(BaseSettings):
     @property
     def metrics_allow_list(self) -> list[str]:
         return [n.strip() for n in self.metrics_allow.split(",") if n.strip()]
+    # --- billing (imagen/billing, docs/configuration.md "Billing") ---
+    # off: generation is free and nothing is charged; stripe: credits bought through Stripe Checkout, held per job.
+    billing: Literal["off", "stripe"] = "off"
+    stripe_secret_key: str | None = None
+    stripe_webhook_secret: str | None = Field(default=None, description="whsec_...: verifies the Stripe webhook")
+    stripe_api_base: str = Field(default="https://api.stripe.com", description="Stripe's API (tests: a local fake)")
+    billing_prices: str = Field(default="", description='JSON, e.g. {"*": {"base": 1, "per_step": 0}}')
+    billing_packs: str = Field(default="", description='JSON list of {"id", "credits", "amount", "currency"}')
+    billing_records_retention_days: int = Field(default=7 * 365, ge=0, description="receipts, ledger and billing "
+                                                "cases are kept this long (accounting law), also after erasure")
 
     @field_validator("consent_defaults_elsewhere")
     @classmethod
@@ -299,6 +309,8 @@ class Settings(BaseSettings):
                              "is Redis")
         if self.executor == "runpod" and not (self.runpod_endpoint_id.strip() and self.runpod_api_key):
             raise ValueError("IMAGEN_EXECUTOR=runpod needs IMAGEN_RUNPOD_ENDPOINT_ID and IMAGEN_RUNPOD_API_KEY")
+        if self.billing == "stripe" and not (self.stripe_secret_key and self.stripe_webhook_secret):
+            raise ValueError("IMAGEN_BILLING=stripe needs IMAGEN_STRIPE_SECRET_KEY and IMAGEN_STRIPE_WEBHOOK_SECRET")
         if self.storage == "s3" and not self.s3_bucket.strip():
             raise ValueError("IMAGEN_STORAGE=s3 needs IMAGEN_S3_BUCKET")
         if self.mail_backend == "postmark" and not (self.postmark_server_token or "").strip():

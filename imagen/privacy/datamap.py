@@ -137,6 +137,12 @@ NCMEC_RECIPIENT = "NCMEC's CyberTipline, when a case is reported (18 U.S.C. §22
 INVESTIGATION_WITHHELD = ("telling a person about an investigation of child sexual abuse material could obstruct it "
                           "(18 U.S.C. §2258A; GDPR Art. 23(1)(d))")
 
+# Billing records (imagen/billing): kept for the accounting period, also after an erasure, without the user's id.
+_BOOKKEEPING = "legal obligation to keep accounting records (GDPR Art. 6(1)(c); e.g. UK CA 2006 s.388, HGB §257)"
+BILLING_HOLD = LegalHold(reason="accounting records the law requires us to keep (e.g. 6 years in the UK, up to 10 "
+                                "in Germany; IMAGEN_BILLING_RECORDS_RETENTION_DAYS)",
+                         setting="billing_records_retention_days")
+
 DATA_MAP: list[DataItem] = [
     DataItem(
         name="account", category="account", source="provided",
@@ -522,9 +528,46 @@ DATA_MAP: list[DataItem] = [
         retention="prompt_refusals_retention_days", erasure="delete", table="prompt_refusals", user_column="user_id",
         period=Period(setting="prompt_refusals_retention_days", what="prompts the prompt rules refused"),
         providers=("hosting",)),
+    # --- billing (imagen/billing): the accounting records outlive an erasure, without the user's id ---
+    DataItem(
+        name="credit_balance", category="billing", source="generated",
+        description="credits to spend, credits held by queued and running generations, credits owed after a refund "
+                    "or dispute",
+        purpose="charge for generations (only with IMAGEN_BILLING=stripe)", legal_basis=_CONTRACT,
+        retention=ACCOUNT_LIFETIME, erasure="delete", table="billing_accounts", user_column="user_id",
+        providers=("hosting",)),
+    DataItem(
+        name="credit_holds", category="billing", source="generated",
+        description="the credits held for each generation and whether they were spent or given back",
+        purpose="hold a generation's price until it ends", legal_basis=_CONTRACT, retention=ACCOUNT_LIFETIME,
+        erasure="delete", table="billing_holds", user_column="user_id", providers=("hosting",)),
+    DataItem(
+        name="credit_ledger", category="billing", source="generated",
+        description="every movement of the user's credits: purchases, holds, spending, refunds, disputes, grants",
+        purpose="keep the accounts of credits sold and spent", legal_basis=f"{_CONTRACT}; {_BOOKKEEPING}",
+        retention="billing_records_retention_days, also after erasure (without the user's id)",
+        erasure="legal_hold", table="billing_ledger", user_column="user_id", anonymize=("user_id",),
+        hold=BILLING_HOLD, providers=("hosting",)),
+    DataItem(
+        name="purchases", category="billing", source="generated",
+        description="receipts of credit packs bought through Stripe: pack, credits, amount, currency, Stripe's "
+                    "checkout and payment ids, refunds and disputes",
+        purpose="sell credit packs and issue receipts", legal_basis=f"{_CONTRACT}; {_BOOKKEEPING}",
+        retention="billing_records_retention_days, also after erasure (without the user's id)",
+        erasure="legal_hold", table="billing_purchases", user_column="user_id", anonymize=("user_id",),
+        hold=BILLING_HOLD, providers=("hosting", "stripe")),
+    DataItem(
+        name="billing_cases", category="billing", source="generated",
+        description="refunds that left credits owed and payment disputes: what was taken back and what is owed",
+        purpose="handle refunds and disputes of payments", legal_basis=f"{_BOOKKEEPING}; legitimate interests in "
+        "defending payment disputes (GDPR Art. 6(1)(f))",
+        retention="billing_records_retention_days, also after erasure (without the user's id)",
+        erasure="legal_hold", table="billing_cases", user_column="user_id", anonymize=("user_id",),
+        hold=BILLING_HOLD, providers=("hosting", "stripe")),
 ]
 
 NOT_PERSONAL: list[NotPersonal] = [
+    NotPersonal(table="billing_stripe_events", reason="ids and types of Stripe events already handled; no user data"),
     NotPersonal(table="policy_versions", reason="the published versions of the privacy policy; no user data"),
     NotPersonal(table="analytics_deletions", reason="PostHog person deletions still to confirm after an erasure: "
                 "only the keyed pseudonym PostHog knew, not the erased account's id; the row goes once PostHog "

@@ -27,6 +27,7 @@ from sqlalchemy.orm import Session
 
 from imagen.accounts.models import ApiKey, LoginSession, User
 from imagen.analytics.service import analytics_service
+from imagen.billing.ledger import ledger
 from imagen.generation.models import Generation
 from imagen.kit.config import Settings
 from imagen.kit.db import Database, run_after_commit, utcnow
@@ -80,8 +81,12 @@ class ErasureService:
         session.execute(delete(LoginSession).where(LoginSession.user_id == user.id))
         session.execute(delete(ApiKey).where(ApiKey.user_id == user.id))
         user.password_hash, user.suspended_at = UNUSABLE_PASSWORD, user.suspended_at or now
-        session.execute(update(Generation).where(Generation.user_id == user.id, Generation.status == "queued")
-                        .values(status="canceled", cancel_requested=True, finished_at=now))
+        queued = (Generation.user_id == user.id) & (Generation.status == "queued")
+        canceled = session.scalars(update(Generation).where(queued)
+                                   .values(status="canceled", cancel_requested=True, finished_at=now)
+                                   .returning(Generation.id)).all()
+        for gen_id in canceled:  # their credit holds end with them (running ones end through their worker)
+            ledger.release(session, generation_id=gen_id)
         running = list(session.scalars(select(Generation.id).where(
             Generation.user_id == user.id, Generation.status == "running")))
         session.execute(update(Generation).where(Generation.id.in_(running)).values(cancel_requested=True))

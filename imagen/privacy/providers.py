@@ -75,7 +75,7 @@ PROVIDERS: tuple[Provider, ...] = (
              "IMAGEN_MAIL_BACKEND=postmark", lambda s: _setting(s, "mail_backend") == "postmark",
              lambda s: "Postmark"),
     Provider("stripe", "Payment processing", "Email, billing details, transaction data",
-             "IMAGEN_STRIPE_SECRET_KEY", lambda s: bool(_setting(s, "stripe_secret_key")), lambda s: "Stripe"),
+             "IMAGEN_BILLING=stripe", lambda s: _setting(s, "billing") == "stripe", lambda s: "Stripe"),
     Provider("posthog", "Product analytics (only with your consent)",
              "Pseudonymous usage events (no email, prompt, IP address or file name)",
              "IMAGEN_ANALYTICS=posthog", lambda s: _setting(s, "analytics") == "posthog", lambda s: "PostHog"),
