@@ -490,8 +490,7 @@ def test_cli_add_list_remove(cli_env):
     nobody = runner.invoke(cli, ["models", "add", str(lora), "--owner", "nobody@example.com"])
     assert nobody.exit_code == 1 and "No account" in nobody.output
 
-    listing = runner.invoke(cli, ["models", "list", "--owner", "op@example.com"], env={"COLUMNS": "250"})
-    assert listing.exit_code == 0 and "base model.safetensors" in listing.output and "style" in listing.output
+    assert {"base model.safetensors", "style.safetensors"} <= listed_files(runner, "--owner", "op@example.com")
     blobs = cli_env / "data" / "blobs"
     files = sorted(p.name for p in blobs.rglob("*") if p.is_file())
     assert files == sorted([hashlib.sha256(ckpt.read_bytes()).hexdigest() + ".safetensors",
@@ -515,12 +514,21 @@ def test_cli_add_list_remove(cli_env):
     assert [(e["id"], e["file"], e["owner"], e["kind"]) for e in uploaded] == [
         (ids["base model.safetensors"], "base model.safetensors", "op@example.com", "checkpoint")]
     assert {"imagen-tiny", "imagen-tiny-xl"} <= {e["id"] for e in listed if e["builtin"]}
-    table = runner.invoke(cli, ["models", "list"], env={"COLUMNS": "80"}).output  # narrow: ids fold, never cut
+    table = runner.invoke(cli, ["models", "list"]).output  # a narrow table (no terminal): ids fold, never cut
     id_column = "".join(line.split("│")[1].strip() for line in table.splitlines() if line.startswith("│"))
     assert ids["base model.safetensors"] in id_column
     runner.invoke(cli, ["models", "remove", ids["base model.safetensors"]])
     assert "No models" in runner.invoke(cli, ["models", "list", "--owner", "op@example.com"]).output
-    assert "imagen-tiny" in runner.invoke(cli, ["models", "list"], env={"COLUMNS": "250"}).output
+    assert listed_files(runner) == {None}  # the built-ins are still listed, with no file of their own
+
+
+def listed_files(runner: CliRunner, *args: str) -> set[str | None]:
+    """The file names `imagen models list --json` shows (None for the built-ins)."""
+    from imagen.cli import app as cli
+
+    result = runner.invoke(cli, ["models", "list", "--json", *args])
+    assert result.exit_code == 0, result.output
+    return {e["file"] for e in json.loads(result.stdout)}
 
 
 def test_cli_add_without_owner_uses_the_first_admin(cli_env):
@@ -536,8 +544,5 @@ def test_cli_add_without_owner_uses_the_first_admin(cli_env):
                                "Sturdy-passphrase-42"]).exit_code == 0
     added = runner.invoke(cli, ["models", "add", str(lora)])
     assert added.exit_code == 0, added.output
-    wide = {"COLUMNS": "250"}
-    listed = runner.invoke(cli, ["models", "list", "--owner", "op@example.com"], env=wide)
-    assert "style.safetensors" in listed.output
-    assert "style.safetensors" not in runner.invoke(
-        cli, ["models", "list", "--owner", "user@example.com"], env=wide).output
+    assert "style.safetensors" in listed_files(runner, "--owner", "op@example.com")
+    assert "style.safetensors" not in listed_files(runner, "--owner", "user@example.com")
