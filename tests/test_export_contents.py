@@ -147,6 +147,25 @@ def test_a_build_publishes_the_zip_notifies_once_and_a_second_run_does_nothing(d
         assert len(s.scalars(select(Notification)).all()) == 1
 
 
+def test_sections_state_configured_periods_in_words_and_only_the_providers_in_use(db, blobs, settings):
+    uid = add_user(db)
+    with db.transaction() as s:
+        export_id = export_service.request(s, user_id=uid).id
+    with_r2 = settings.model_copy(update={
+        "storage": "s3", "s3_bucket": "b", "s3_endpoint_url": "https://acc.r2.cloudflarestorage.com",
+        "retention_login_failures_days": 3})
+    assert build_export(db, blobs, export_id, settings=with_r2) == "ready"
+    with db.transaction() as s:
+        key = s.get(Export, export_id).blob_key
+    _zf, data = read_zip(blobs, key)
+    sections = data["sections"]
+    assert sections["login_failures"]["retention"] == "3 days"
+    assert all("retention_" not in sec["retention"] for sec in sections.values())  # no setting names
+    named = {p for sec in sections.values() for p in sec["providers"]}
+    assert "Cloudflare (R2)" in named  # the bucket this installation uses
+    assert not named & {"RunPod", "Stripe", "PostHog", "Postmark", "runpod", "stripe", "posthog"}  # not in use
+
+
 def test_a_failed_build_says_so_and_leaves_no_file(db, blobs, monkeypatch):
     uid = add_user(db)
     with db.transaction() as s:

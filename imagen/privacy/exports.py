@@ -24,6 +24,7 @@ from typing import IO, Any
 from sqlalchemy import Table, select, tuple_, update
 from sqlalchemy.orm import Session
 
+from imagen.kit.config import Settings
 from imagen.kit.db import Database, run_after_commit, run_after_rollback, utcnow
 from imagen.kit.errors import Conflict, ServiceError
 from imagen.kit.scoped import get_owned, owned
@@ -31,6 +32,8 @@ from imagen.kit.tasks import TaskQueue, enqueue_after_commit
 from imagen.mail.outbox import Outbox
 from imagen.privacy.datamap import DATA_MAP, DataItem
 from imagen.privacy.models import Export
+from imagen.privacy.providers import configured_providers
+from imagen.privacy.records.holdings import period_text
 from imagen.storage import BlobNotFound, BlobStore
 
 log = logging.getLogger(__name__)
@@ -131,9 +134,10 @@ export_service = ExportService()
 # ---- building (background; takes ids; safe to run twice) ----
 
 def build_export(db: Database, blobs: BlobStore, export_id: str, *, expiry_days: int = 7,
-                 outbox: Outbox | None = None) -> str:
+                 outbox: Outbox | None = None, settings: Settings | None = None) -> str:
     """Build one pending export; returns its status. A second run of a finished export does nothing. The owner is
-    told in-app, and by email through a delivering `outbox`."""
+    told in-app, and by email through a delivering `outbox`. With `settings`, each section states its periods as
+    configured ("90 days") and only the providers this installation uses."""
     with db.transaction() as session:
         export = session.get(Export, export_id)
         if export is None or export.status != "pending":
@@ -143,7 +147,7 @@ def build_export(db: Database, blobs: BlobStore, export_id: str, *, expiry_days:
     os.close(fd)
     tmp = Path(tmp_name)
     try:
-        write_zip(db, blobs, user_id, tmp)
+        write_zip(db, blobs, user_id, tmp, settings=settings)
         return _publish(db, blobs, export_id, user_id, tmp, expiry_days, outbox)
     except Exception as exc:
         log.exception("export %s failed", export_id)
@@ -222,21 +226,26 @@ def iter_rows(db: Database, item: DataItem, user_id: str, email: str | None,
         last = tuple(batch[-1][c.name] for c in pk)
 
 
-def _section_header(item: DataItem, present: bool) -> dict[str, Any]:
+def _section_header(item: DataItem, present: bool, settings: Settings | None) -> dict[str, Any]:
     note = item.note
     if item.collected and item.table and not present:
         note = note or f"none held: this installation has no {item.table} table"
+    retention, providers = item.retention, list(item.providers)
+    if settings is not None:  # in words, as the privacy centre shows them
+        configured = {p.id: p.name for p in configured_providers(settings)}
+        retention = period_text(item.retention, settings)
+        providers = [configured[p] for p in item.providers if p in configured]
     return {"category": item.category, "description": item.description, "source": item.source,
-            "purpose": item.purpose, "legal_basis": item.legal_basis, "retention": item.retention,
-            "providers": list(item.providers), "collected": item.collected and (present or not item.table),
+            "purpose": item.purpose, "legal_basis": item.legal_basis, "retention": retention,
+            "providers": providers, "collected": item.collected and (present or not item.table),
             "note": note, "files_included": item.export_files, "withheld": item.withheld or None}
 
 
 def _write_section(out: IO[str], db: Database, blobs: BlobStore, item: DataItem, user_id: str,
-                   email: str | None) -> None:
+                   email: str | None, settings: Settings | None = None) -> None:
     tables = _tables()
     present = bool(item.table and item.table in tables)
-    header = json.dumps(_section_header(item, present), ensure_ascii=False)
+    header = json.dumps(_section_header(item, present, settings), ensure_ascii=False)
     out.write(f"{json.dumps(item.name)}: {header[:-1]}, \"items\": [")
     count = 0
     rows: Iterator[dict[str, Any]] = iter(())
@@ -281,7 +290,7 @@ def _copy(zf: zipfile.ZipFile, blobs: BlobStore, key: str, name: str) -> bool:
     return True
 
 
-def write_zip(db: Database, blobs: BlobStore, user_id: str, path: Path) -> None:
+def write_zip(db: Database, blobs: BlobStore, user_id: str, path: Path, *, settings: Settings | None = None) -> None:
     from imagen.accounts.models import User
 
     with db.transaction() as session:
@@ -296,7 +305,7 @@ def write_zip(db: Database, blobs: BlobStore, user_id: str, path: Path) -> None:
                       f"{json.dumps(utcnow().isoformat())}, \"user_id\": {json.dumps(user_id)},\n\"sections\": {{")
             for index, item in enumerate(DATA_MAP):
                 out.write(("," if index else "") + "\n  ")
-                _write_section(out, db, blobs, item, user_id, email)
+                _write_section(out, db, blobs, item, user_id, email, settings)
             out.write("\n}}\n")
         for item in DATA_MAP:
             for key in _files(db, blobs, item, user_id, email):

@@ -29,7 +29,7 @@ RETENTION_FIRST_DELAY_SECONDS = 300.0  # not in the way of a start, and not skip
 @task("privacy.build_export")
 def build_export_task(services: Services, export_id: str) -> None:
     if build_export(services.db, services.blobs, export_id, expiry_days=services.settings.export_expiry_days,
-                    outbox=services.outbox) == "ready":
+                    outbox=services.outbox, settings=services.settings) == "ready":
         services.tasks.enqueue("webhooks.send_due")  # its export.ready event now, not at the next pass
 
 
