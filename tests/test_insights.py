@@ -277,3 +277,22 @@ def test_a_failing_derivation_hook_never_fails_the_job_and_the_sweep_catches_up(
         assert insights_tasks.sweep(services) == 1
         (row,) = records(app)
         assert row.status == "succeeded" and row.sharpness is not None
+
+
+def test_the_nsfw_score_is_recorded_when_the_detector_runs(settings, runtime, monkeypatch):
+    from fastapi.testclient import TestClient
+
+    from imagen.app import create_app
+    from imagen.safety import nsfw
+
+    label = sorted(nsfw.LABELS)[0]
+    monkeypatch.setattr(nsfw.NsfwClassifier, "classify",
+                        lambda self, png: [nsfw.Detection(label, 0.42, (0, 0, 4, 4))])  # under the threshold
+    app = create_app(settings.model_copy(update={"nsfw_policy": f'{{"{label}": "block"}}'}),
+                     run_migrations=False, runtime=runtime)
+    with TestClient(app, base_url="https://testserver") as client:
+        signup(client, consents={"model_improvement": True, "marketing_emails": False})
+        assert generate(client)["status"] == "succeeded"
+        settle(app)
+        [record] = records(app)
+    assert record.nsfw_score == 0.42

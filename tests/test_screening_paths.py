@@ -215,7 +215,7 @@ def test_the_nsfw_policy_blurs_or_blocks_what_is_stored(db, ctx, monkeypatch):
     png = png_of((50, 60, 70))
     blurred = png_of((55, 55, 55))
     decisions = {"image": blurred}
-    monkeypatch.setattr(checks, "_nsfw", lambda data, safety: decisions["image"])
+    monkeypatch.setattr(checks, "_nsfw", lambda data, safety, scores=None: decisions["image"])
     with db.transaction() as s:
         assert screen_reference_image(ctx, s, user_id=uid, original=png, png=png, filename="a.png") == blurred
         (kept,) = screen_outputs(ctx, s, gen=Gen("g" * 32, uid, None, {}), images=[Image_(png, 3)])
@@ -341,8 +341,11 @@ def test_the_operators_nsfw_policy_is_the_one_applied(db, settings, tmp_path, mo
     ctx = configured(db, tmp_path, settings, nsfw_policy=f'{{"{label}": "blur"}}', nsfw_blur_mode="image")
     with db.transaction() as s:
         blurred = screen_reference_image(ctx, s, user_id=uid, original=png, png=png, filename="a.png")
-        (kept,) = screen_outputs(ctx, s, gen=Gen("g" * 32, uid, None, {}), images=[Image_(png, 5)])
+        scores: list[float] = []
+        (kept,) = screen_outputs(ctx, s, gen=Gen("g" * 32, uid, None, {}), images=[Image_(png, 5)],
+                                 nsfw_scores=scores)
     assert seen == [png, png] and blurred != png and kept.png == blurred
+    assert scores == [0.9]  # the detector's score, for the consented insights record
     assert Image.open(io.BytesIO(blurred)).size == (32, 32)
     ctx = configured(db, tmp_path, settings, nsfw_policy=f'{{"{label}": "block"}}')
     with pytest.raises(Blocked), db.transaction() as s:

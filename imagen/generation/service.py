@@ -298,7 +298,8 @@ class GenerationService:
             return "superseded"
         if gen is None or gen.status != "running" or gen.cancel_requested:
             return False
-        screened = screen_outputs(safety, session, gen=gen, images=images)
+        nsfw_scores: list[float] = []
+        screened = screen_outputs(safety, session, gen=gen, images=images, nsfw_scores=nsfw_scores)
         if screened is None:  # never stored, never served; a hash match opened a case
             gen.status, gen.error, gen.finished_at = "failed", NEUTRAL_GENERATION, utcnow()
             self._ended(session, gen, blobs)
@@ -315,6 +316,8 @@ class GenerationService:
                                size_bytes=len(image.png), created_at=stamp - timedelta(microseconds=index)))
         if gen.consent_model_improvement:  # from the bytes in hand: the insights code never opens an image
             signals = {**signals, "image_stats": _image_stats(screened, gen.id)}
+            if nsfw_scores:  # the detector ran (the operator's NSFW policy needs it): the batch's highest score
+                signals["nsfw_score"] = round(max(nsfw_scores), 3)
         gen.status, gen.progress, gen.signals, gen.finished_at = "succeeded", 1.0, signals, utcnow()
         self._ended(session, gen, blobs)
         return True

@@ -81,13 +81,16 @@ def _after_rollback(session: Session, write: Callable[[Session], Any]) -> None:
     run_after_rollback(session, record)
 
 
-def _nsfw(png: bytes, safety: Safety) -> bytes | None:
-    """The operator's NSFW policy: the bytes to store (blurred or not), or None when it blocks."""
+def _nsfw(png: bytes, safety: Safety, scores: list[float] | None = None) -> bytes | None:
+    """The operator's NSFW policy: the bytes to store (blurred or not), or None when it blocks. When the detector
+    runs, its highest score for the image is appended to `scores`."""
     policy = safety.nsfw
     if not policy.needs_detection:
         return png
-    decision = policy.decide(NsfwClassifier().classify(png))
-    return policy.apply(png, decision)
+    detections = NsfwClassifier().classify(png)
+    if scores is not None:
+        scores.append(max((d.score for d in detections), default=0.0))
+    return policy.apply(png, policy.decide(detections))
 
 
 def _quarantine_match(session: Session, ctx: Safety, *, user_id: str, data: bytes, match: Any,
@@ -154,8 +157,10 @@ def screen_prompt(safety: Safety, session: Session, *, user_id: str, prompt: str
     raise field_error(f"params.{refusal.field}", message)
 
 
-def screen_outputs(safety: Safety, session: Session, *, gen: Any, images: list[Any]) -> list[Any] | None:
+def screen_outputs(safety: Safety, session: Session, *, gen: Any, images: list[Any],
+                   nsfw_scores: list[float] | None = None) -> list[Any] | None:
     """A generation's outputs before they are stored: the images to store (maybe blurred), or None if blocked.
+    `nsfw_scores`, when given, receives the detector's highest score per image (only when the policy runs it).
 
     On a hash match the evidence, case and suspension are written in this (the worker's) transaction.
     """
@@ -173,7 +178,7 @@ def screen_outputs(safety: Safety, session: Session, *, gen: Any, images: list[A
         return None
     kept = []
     for image in images:
-        out = _nsfw(image.png, safety)
+        out = _nsfw(image.png, safety, nsfw_scores)
         if out is None:
             return None
         kept.append(image if out is image.png else dataclasses.replace(image, png=out))
