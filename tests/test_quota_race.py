@@ -59,7 +59,7 @@ def live(settings: Settings, runtime: Runtime) -> Iterator[tuple[FastAPI, str]]:
 
 def login(base_url: str, email: str = "ada@example.com") -> dict[str, str]:
     """Sign up; the headers (cookie and CSRF token) that authenticate later requests from any client."""
-    with httpx.Client(base_url=base_url) as c:
+    with httpx.Client(base_url=base_url, timeout=BOUND) as c:  # a loaded machine hashes passwords slowly
         r = c.post("/api/v1/auth/signup", json=signup_payload(email))
         assert r.status_code == 201, r.text
         cookie = "; ".join(f"{k}={v}" for k, v in c.cookies.items())

@@ -185,7 +185,8 @@ def test_other_parts_tables_are_skipped_or_purged(client, app, settings, monkeyp
 PROMISED = {"login_sessions", "security_events", "generations", "notifications", "exports", "erasure_requests",
             "privacy_requests", "privacy_request_events", "privacy_request_emails", "safety_cases",
             "safety_evidence", "safety_case_actions", "prompt_refusals", "notice_emails",
-            "account_links", "login_failures", "account_emails"}  # accounts security
+            "account_links", "login_failures", "account_emails",  # accounts security
+            "credit_ledger", "purchases", "billing_cases"}  # billing records, kept for accounting law
 
 
 def _value(column):
