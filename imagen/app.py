@@ -13,6 +13,7 @@ from fastapi import Depends, FastAPI
 from fastapi.staticfiles import StaticFiles
 
 from imagen.a1111.endpoints import router as a1111_router
+from imagen.accounts.admin_endpoints import router as account_admin_router
 from imagen.accounts.endpoints import router as accounts_router
 from imagen.accounts.security_endpoints import router as account_security_router
 from imagen.assets.endpoints import router as assets_router
@@ -95,6 +96,7 @@ def create_app(settings: Settings | None = None, *, run_migrations: bool = True,
 
     for router in (accounts_router, account_security_router, assets_router, workflows_router, generation_router,
                    privacy_router,
+                   account_admin_router,
                    notifications_router, privacy_centre_router, privacy_requests_router, consent_router,
                    marketing_router, privacy_me_router, safety_banks_router, safety_router, safety_pages_router,
                    webhooks_router, a1111_router, mail_router, insights_router, insights_pages_router,

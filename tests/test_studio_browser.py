@@ -1,7 +1,7 @@
 """The studio in a real headless Chromium (SQLite only, one browser for the module, bounded waits, no sleeps):
 gallery paging past 200 images, the detail view and its arrows, reuse settings round trip, form state across a
 reload, bulk ZIP download, deleting one image of a batch, dark mode, and every page at 390 px without sideways scroll
-(screenshots at 390 and 1280 px kept under $IMAGEN_TEST_ARTIFACTS, default /tmp/imagen-artifacts)."""
+(screenshots at 390 and 1280 px kept under $IMAGEN_TEST_ARTIFACTS, default test-artifacts/ in the checkout)."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from tests.conftest import PASSWORD, signup_payload
 from tests.test_browser import CHROMIUM, chromium, live, playwright_sync  # noqa: F401 (fixtures)
 
 expect = playwright_sync.expect
-ARTIFACTS = Path(os.environ.get("IMAGEN_TEST_ARTIFACTS", "/tmp/imagen-artifacts"))
+ARTIFACTS = Path(os.environ.get("IMAGEN_TEST_ARTIFACTS", Path(__file__).resolve().parents[1] / "test-artifacts"))
 PROMPT = "a lighthouse on a cliff at dusk"
 PUBLIC_PAGES = ["/", "/login", "/signup", "/privacy", "/privacy/request", "/report-minor"]
 AXE = Path(__file__).parent / "vendor" / "axe-core" / "axe.min.js"  # axe-core 4.14.1 from npm (MPL-2.0)

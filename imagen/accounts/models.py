@@ -51,7 +51,8 @@ class ApiKey(IdMixin, CreatedMixin, Base):
 
 
 class SecurityEvent(IdMixin, CreatedMixin, Base):
-    """Sign-ups, logins, logouts and failed logins with IP and user agent (policy §1.2)."""
+    """Sign-ups, logins, logouts and failed logins with IP and user agent (policy §1.2); admins suspending,
+    restoring or deleting an account (imagen/accounts/admin.py: one event on the account, one on the admin)."""
 
     __tablename__ = "security_events"
 

@@ -230,7 +230,8 @@ DATA_MAP: list[DataItem] = [
         table="webhook_deliveries", user_column="user_id", providers=("hosting",)),
     DataItem(
         name="security_events", category="security log", source="automatic",
-        description="sign-ups, logins, logouts, failed logins with IP address and browser",
+        description="sign-ups, logins, logouts, failed logins with IP address and browser; an admin suspending, "
+                    "restoring or deleting an account",
         purpose="secure accounts, detect abuse (policy §1.2, §9)", legal_basis=_SECURITY,
         retention="retention_security_log_days", erasure="anonymize",
         table="security_events", user_column="user_id", email_column="email",

@@ -51,6 +51,28 @@
     }
   }
 
+  // ---- accounts: suspend, restore, delete (erasure; asks first) ----
+  const ACCOUNT_CONFIRM = {
+    suspend: (email) => `Suspend ${email}? Their sessions and API keys stop working at once.`,
+    delete: (email) => `Delete ${email} and all of their data? This is the account erasure; it cannot be undone.`,
+  };
+  function setupAccountActions() {
+    const box = document.getElementById("role-error");
+    for (const button of document.querySelectorAll("button.account-action")) {
+      button.addEventListener("click", async () => {
+        box.hidden = true;
+        const { action, userId, email } = button.dataset;
+        if (ACCOUNT_CONFIRM[action] && !window.confirm(ACCOUNT_CONFIRM[action](email))) return;
+        button.disabled = true;
+        const base = `/api/v1/admin/users/${encodeURIComponent(userId)}`;
+        const r = action === "delete" ? await call("DELETE", base) : await call("POST", `${base}/${action}`);
+        if (r.ok) { window.location.reload(); return; }
+        show(box, r);
+        button.disabled = false;
+      });
+    }
+  }
+
   // ---- hash banks: enable/disable, import ----
   function importSummary(report) {
     const text = `Imported into ${report.bank.name}: ${report.added} added, ${report.duplicates} duplicates, `
@@ -125,6 +147,7 @@
     setupCase();
     setupBanks();
     setupRoles();
+    setupAccountActions();
     setupReports();
   });
 })();

@@ -149,6 +149,7 @@
     }
     async function open(id) {
       box.hidden = true;
+      document.getElementById("detail-hires-status").hidden = true;
       const li = grid.querySelector(`li[data-output-id="${CSS.escape(id)}"]`);
       const r = await call("GET", `/api/v1/generations/${encodeURIComponent(li.dataset.generationId)}`);
       if (!r.ok) { show(box, r); if (!dialog.open) dialog.showModal(); return; }
@@ -232,6 +233,25 @@
     document.getElementById("detail-variations").addEventListener("click", () => reuse({ seed: -1 }));
     document.getElementById("detail-img2img").addEventListener("click", () => reuse({ workflow: "img2img" }, true));
     document.getElementById("detail-inpaint").addEventListener("click", () => reuse({ workflow: "inpaint" }, true));
+    // Hires fix: the same settings and seed run again through the hires_fix workflow (only the parameters it has).
+    const hiresStatus = document.getElementById("detail-hires-status");
+    document.getElementById("detail-hires").addEventListener("click", async () => {
+      box.hidden = true;
+      hiresStatus.hidden = true;
+      const workflow = await call("GET", "/api/v1/workflows/hires_fix");
+      if (!workflow.ok) { show(box, workflow); return; }
+      const names = new Set(workflow.data.parameters.map((p) => p.name));
+      const params = { seed: current.out.seed, batch_size: 1 };
+      for (const [key, value] of Object.entries(current.gen.params)) {
+        if (names.has(key) && !(key in params)) params[key] = value;
+      }
+      const r = await call("POST", "/api/v1/generations", { workflow: "hires_fix", params });
+      if (!r.ok) { show(box, r); return; }
+      hiresStatus.replaceChildren("Hires fix queued. It appears in the gallery when it is done (",
+        el("a", { href: "/generate?workflow=hires_fix" }, "see the queue"), ").");
+      hiresStatus.dataset.generationId = r.data.id;
+      hiresStatus.hidden = false;
+    });
     document.getElementById("detail-delete").addEventListener("click", async () => {
       if (!window.confirm("Delete this image? The other images of its batch stay. This cannot be undone.")) return;
       const list = ids();
