@@ -90,18 +90,21 @@ def execute_generation(
     is_canceled: Callable[[str], bool] = lambda _id: False,
     changed: Callable[[str], None] = lambda _id: None,
     *, safety: Safety, timeout_seconds: float = 0.0, unrecorded: Unrecorded = _log_unrecorded,
-    attempt: int | None = None, ended: Callable[[str], None] = lambda _id: None,
+    attempt: int | None = None, ended: Callable[[str], None] = lambda _id: None, previews: Any = None,
 ) -> str:
     """Run a generation the worker has claimed; returns its final status. `changed` is told after each commit;
     `timeout_seconds` (0: none) stops it at the next step once it has run that long. `attempt` (a fleet worker's
     claim token) makes every write conditional on the claim still being this one ("superseded" when it is not).
-    `ended` is told once the job's final state has committed (the insights derivation is enqueued there)."""
+    `ended` is told once the job's final state has committed (the insights derivation is enqueued there).
+    `previews` (the signals) holds the job's newest live preview while it runs, when the runtime makes them."""
     status = "skipped"
     try:
         status = _Job(db, runtime, blobs, generation_id, is_canceled, changed, timeout_seconds, unrecorded,
-                      safety, attempt).run()
+                      safety, attempt, previews).run()
         return status
     finally:
+        if previews is not None:
+            previews.drop_preview(generation_id)
         changed(generation_id)
         if status in FINAL_STATUSES:
             try:
@@ -113,8 +116,9 @@ def execute_generation(
 class _Job:
     def __init__(self, db: Database, runtime: Runtime, blobs: BlobStore, generation_id: str,
                  is_canceled: Callable[[str], bool], changed: Callable[[str], None], timeout_seconds: float,
-                 unrecorded: Unrecorded, safety: Safety, attempt: int | None = None) -> None:
+                 unrecorded: Unrecorded, safety: Safety, attempt: int | None = None, previews: Any = None) -> None:
         self.db, self.runtime, self.blobs, self.id, self.safety = db, runtime, blobs, generation_id, safety
+        self.previews = previews
         self.attempt = attempt
         self.is_canceled, self.changed, self.unrecorded = is_canceled, changed, unrecorded
         self.timeout = timeout_seconds
@@ -133,7 +137,10 @@ class _Job:
         if spec is None:
             return "skipped"
         try:
-            result = self.runtime.run(spec, on_progress=self.on_progress, should_cancel=self.should_cancel)
+            # Only a runtime that makes previews is asked for them (RunPod's and the tests' fakes make none).
+            extra = {"on_preview": self.on_preview} if self.previews is not None and getattr(
+                self.runtime, "preview_every", 0) else {}
+            result = self.runtime.run(spec, on_progress=self.on_progress, should_cancel=self.should_cancel, **extra)
         except JobCanceled:
             if self.timed_out:
                 return self.finish("failed", f"Timed out after {self.timeout:g} s (the server's limit per job)")
@@ -174,6 +181,10 @@ class _Job:
                 log.warning("generation %s: progress not recorded: %s", self.id, str(exc).splitlines()[0])
             self.progress_lost = True
             return
+        self.changed(self.id)
+
+    def on_preview(self, jpeg: bytes) -> None:
+        self.previews.set_preview(self.id, jpeg)
         self.changed(self.id)
 
     def should_cancel(self) -> bool:
