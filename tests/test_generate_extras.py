@@ -185,3 +185,28 @@ def test_png_info_refuses_bad_input_with_a_clear_422(user_client, body, says):
 def test_png_info_needs_a_signed_in_user(client):
     r = client.post("/api/v1/png-info", content=png_with("a cat\nSteps: 2, Sampler: Euler, Seed: 1"))
     assert r.status_code == 401
+
+
+def test_fleet_previews_cross_through_redis_and_expire():
+    """A fleet worker's preview reaches the web process's streams through a Redis key with a short expiry, and is
+    deleted when the job ends."""
+    redis = pytest.importorskip("redis")
+    import os
+
+    from imagen.generation.signals import PREVIEW_KEY, PREVIEW_TTL_SECONDS, RedisGenerationSignals
+
+    url = os.environ.get("IMAGEN_TEST_REDIS_URL", "redis://127.0.0.1:6379/11")
+    try:
+        redis.Redis.from_url(url).ping()
+    except redis.ConnectionError:
+        pytest.skip(f"no Redis at {url}")
+    worker, web = RedisGenerationSignals(url), RedisGenerationSignals(url)
+    try:
+        worker.set_preview("gen-preview-test", b"\xff\xd8\xffjpeg")
+        assert web.preview("gen-preview-test") == JPEG_PREFIX + base64.b64encode(b"\xff\xd8\xffjpeg").decode()
+        assert 0 < web.redis.ttl(PREVIEW_KEY + "gen-preview-test") <= PREVIEW_TTL_SECONDS
+        worker.drop_preview("gen-preview-test")
+        assert web.preview("gen-preview-test") is None and worker.preview("gen-preview-test") is None
+    finally:
+        worker.stop()
+        web.stop()
