@@ -12,6 +12,7 @@ import anyio.to_thread
 from fastapi import Depends, FastAPI
 from fastapi.staticfiles import StaticFiles
 
+from imagen.a1111.endpoints import png_form_router
 from imagen.a1111.endpoints import router as a1111_router
 from imagen.accounts.admin_endpoints import router as account_admin_router
 from imagen.accounts.endpoints import router as accounts_router
@@ -99,7 +100,7 @@ def create_app(settings: Settings | None = None, *, run_migrations: bool = True,
                    account_admin_router,
                    notifications_router, privacy_centre_router, privacy_requests_router, consent_router,
                    marketing_router, privacy_me_router, safety_banks_router, safety_router, safety_pages_router,
-                   webhooks_router, a1111_router, mail_router, insights_router, insights_pages_router,
+                   webhooks_router, a1111_router, png_form_router, mail_router, insights_router, insights_pages_router,
                    metrics_router, billing_router, billing_pages_router, pages_router):
         app.include_router(router, responses=ERROR_RESPONSES)
     app.mount("/static", StaticFiles(directory=Path(__file__).parent / "web" / "static"), name="static")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 from collections.abc import Callable
 from typing import Annotated, Any, TypeVar
 
@@ -29,14 +30,14 @@ from imagen.a1111.schemas import (
     UpscalerItem,
 )
 from imagen.a1111.service import Submitted, a1111_service, body_parameters
-from imagen.a1111.translate import SAMPLERS, SCHEDULERS, info_json, parse_infotext, png_text
+from imagen.a1111.translate import SAMPLERS, SCHEDULERS, info_json, native_scheduler, parse_infotext, png_text
 from imagen.accounts.http import CurrentUser, authenticate, require_verified_email
 from imagen.accounts.models import User
 from imagen.generation.images import MAX_ENCODED_BYTES, BadImage, decode_base64
 from imagen.generation.models import FINAL_STATUSES, Generation, Output
 from imagen.generation.service import generation_service
 from imagen.kit.db import run_after_commit, utcnow
-from imagen.kit.errors import Conflict, ErrorOut, ServiceError, field_error
+from imagen.kit.errors import Conflict, ErrorOut, NotFound, ServiceError, field_error
 from imagen.kit.http import SessionDep
 from imagen.kit.limits import body_limit
 
@@ -154,10 +155,11 @@ def _answer(services: Any, body: Txt2ImgIn | Img2ImgIn, submitted: Submitted, st
 
 # ---- the job in progress ----
 @router.get("/progress", response_model=ProgressOut)
-def progress(user: CurrentUser, session: SessionDep,
+def progress(user: CurrentUser, session: SessionDep, request: Request,
              skip_current_image: Annotated[bool, Query()] = False) -> ProgressOut:
-    """Your current job (the running one, else the oldest queued): its progress and state. No preview images are
-    made, so `current_image` stays null."""
+    """Your current job (the running one, else the oldest queued): its progress and state. `current_image` is the
+    running job's newest live preview (base64 JPEG, every `IMAGEN_PREVIEW_EVERY_STEPS` steps; transient, never
+    stored), null before the first one, while queued, or with `skip_current_image`."""
     active = a1111_service.active(session, user=user)
     if not active:
         return ProgressOut(progress=0.0, eta_relative=0.0, state=_state(None, 0), current_image=None,
@@ -168,8 +170,13 @@ def progress(user: CurrentUser, session: SessionDep,
     if gen.status == "running" and gen.started_at is not None and done > 0:
         elapsed = (utcnow() - gen.started_at).total_seconds()
         eta = max(elapsed / done - elapsed, 0.0)
+    current_image = None
+    signals = request.app.state.services.signals
+    if gen.status == "running" and not skip_current_image and signals is not None:
+        preview = signals.preview(gen.id)  # a data URL: A1111 answers the bare base64
+        current_image = preview.split(",", 1)[1] if preview else None
     return ProgressOut(progress=round(done, 4), eta_relative=round(eta, 2), state=_state(gen, len(active)),
-                       current_image=None, textinfo="Running" if gen.status == "running" else "Queued")
+                       current_image=current_image, textinfo="Running" if gen.status == "running" else "Queued")
 
 
 def _state(gen: Generation | None, count: int) -> dict[str, Any]:
@@ -264,3 +271,40 @@ def png_info(data: PNGInfoIn, user: CurrentUser) -> PNGInfoOut:
     info, items = png_text(raw)
     return PNGInfoOut(info=info, items=items, parameters=parse_infotext(info))
 
+
+
+# ---- the generate page's PNG drop: A1111 parameters into the native form's fields ----
+png_form_router = APIRouter(prefix="/api/v1", tags=["generation"])
+PNG_INFO_MAX_BYTES = 25 * 1024 * 1024
+
+
+@png_form_router.post("/png-info", response_model=dict[str, Any])
+@body_limit(PNG_INFO_MAX_BYTES)
+async def png_form_fields(request: Request, user: CurrentUser) -> dict[str, Any]:
+    """The A1111 `parameters` text of an image sent as the raw body (a PNG as downloaded with the metadata setting
+    on), as the generate form's fields: prompt, negative_prompt, steps, scheduler, guidance, seed, width, height.
+    Read from the header only; nothing is stored. 422 when the body is not an image or carries no parameters."""
+    raw = await request.body()
+    if not raw:
+        raise field_error("image", "send the image file as the request body")
+    info, _items = png_text(raw)
+    parsed = parse_infotext(info)
+    if not info.strip() or not parsed:
+        raise field_error("image", "this image carries no generation parameters (A1111 'parameters' text)")
+    return {"info": info, "fields": form_fields(parsed)}
+
+
+def form_fields(parsed: dict[str, Any]) -> dict[str, Any]:
+    """A1111 infotext keys -> the native workflow parameters; values that do not parse are left out."""
+    fields: dict[str, Any] = {"prompt": parsed.get("Prompt", ""), "negative_prompt": parsed.get("Negative prompt", "")}
+    for key, name, kind in (("Steps", "steps", int), ("CFG scale", "guidance", float), ("Seed", "seed", int),
+                            ("Size-1", "width", int), ("Size-2", "height", int)):
+        try:
+            fields[name] = kind(parsed[key])
+        except (KeyError, ValueError):
+            continue
+    sampler = parsed.get("Sampler")
+    if sampler:
+        with contextlib.suppress(NotFound):
+            fields["scheduler"] = native_scheduler(sampler, parsed.get("Schedule type"))
+    return fields

@@ -101,7 +101,7 @@ class ProgressOut(BaseModel):
     progress: float = Field(description="0 to 1")
     eta_relative: float
     state: dict[str, Any]
-    current_image: str | None = Field(default=None, description="a preview: none while the runtime makes none")
+    current_image: str | None = Field(default=None, description="the running job's newest live preview (base64 JPEG)")
     textinfo: str | None = None
 
 

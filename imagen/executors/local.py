@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Callable
 from datetime import timedelta
+from typing import Any
 
 from imagen.generation.queue import FairQueue
 from imagen.generation.service import generation_service
@@ -28,8 +29,10 @@ class LocalExecutor:
     def __init__(self, db: Database, runtime: Runtime, blobs: BlobStore, *, safety: Safety,
                  idle_poll_seconds: float = 2.0,
                  on_change: Callable[[str], None] = lambda _id: None, job_timeout_seconds: float = 0.0,
-                 stale_seconds: float = 60.0, on_end: Callable[[str], None] = lambda _id: None):
+                 stale_seconds: float = 60.0, on_end: Callable[[str], None] = lambda _id: None,
+                 previews: Any = None):
         self.on_end = on_end  # told once a job's final state has committed
+        self.previews = previews  # the signals: where a running job's live preview is kept (memory only)
         self.db, self.runtime, self.blobs, self.on_change, self.safety = db, runtime, blobs, on_change, safety
         self.fair = FairQueue()
         self.idle_poll_seconds = idle_poll_seconds
@@ -93,7 +96,7 @@ class LocalExecutor:
                 self.current_job = job_id
                 execute_generation(self.db, self.runtime, self.blobs, job_id, self._is_canceled, self.on_change,
                                    safety=self.safety, timeout_seconds=self.job_timeout_seconds,
-                                   unrecorded=self._remember_unrecorded, ended=self.on_end)
+                                   unrecorded=self._remember_unrecorded, ended=self.on_end, previews=self.previews)
             except Exception:
                 log.exception("executor loop error")
                 time.sleep(0.5)

@@ -115,7 +115,7 @@ class FleetWorker:
                 status = execute_generation(
                     self.db, self.runtime, self.blobs, generation_id, self._is_canceled, self.signals.notify,
                     safety=self.safety, timeout_seconds=self.settings.job_timeout_seconds,
-                    unrecorded=self._remember_unrecorded, attempt=attempt, ended=self.on_end)
+                    unrecorded=self._remember_unrecorded, attempt=attempt, ended=self.on_end, previews=self.signals)
                 if status == "requeued":  # this worker is stopping: the job goes to another one
                     self.router.submit(generation_id)
                 elif status != "superseded":

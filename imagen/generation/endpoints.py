@@ -119,20 +119,26 @@ def generation_events(generation_id: str, user: CurrentUser, session: SessionDep
                       request: Request) -> StreamingResponse:
     """Server-Sent Events: `progress` while it runs, then one `done` with the final state.
 
+    A `progress` event carries `preview` (a `data:image/jpeg;base64,...` URL) when a new live preview was made since
+    the last event (every `IMAGEN_PREVIEW_EVERY_STEPS` steps).
+
     At most `IMAGEN_SSE_STREAMS_PER_USER` streams per user are open at once (429 beyond). A stream waits on the
     event loop, holding no thread and no connection; each look at the job is a short transaction of its own.
     """
     gen = generation_service.get(session, user=user, generation_id=generation_id)  # 404 before streaming
     # The first event comes from this read, so a new stream does not queue for a slot twice before it says anything.
-    initial = (gen.status, gen.progress), generation_out(gen) if gen.status in FINAL_STATUSES else None
+    initial = (gen.status, gen.progress, None), generation_out(gen) if gen.status in FINAL_STATUSES else None
     state = request.app.state
     db, gate, user_id, signals = state.services.db, state.gate, user.id, state.services.signals
 
-    def progress() -> tuple[str, float] | None:
+    def progress() -> tuple[str, float, str | None] | None:
         with db.transaction() as s:
             row = s.execute(select(Generation.status, Generation.progress)
                             .where(Generation.id == generation_id, Generation.user_id == user_id)).first()
-            return (row.status, row.progress) if row is not None else None
+        if row is None:
+            return None
+        # The newest live preview (transient, in memory or Redis; never stored), only while it runs.
+        return row.status, row.progress, signals.preview(generation_id) if row.status == "running" else None
 
     def final() -> GenerationOut | None:
         with db.transaction() as s:
@@ -157,13 +163,16 @@ def generation_events(generation_id: str, user: CurrentUser, session: SessionDep
                     current, done = await look(progress), None
                     if current is not None and current[0] in FINAL_STATUSES:
                         done = await look(final)  # the whole generation, once
-                        current = (done.status, done.progress) if done is not None else None
+                        current = (done.status, done.progress, None) if done is not None else None
                 if current is None:
                     yield _sse("done", {"id": generation_id, "status": "deleted"})
                     return
                 if current != last:
+                    event = {"id": generation_id, "status": current[0], "progress": current[1]}
+                    if current[2] is not None and (last is None or current[2] != last[2]):
+                        event["preview"] = current[2]  # a data URL of a few KB, sent once per new preview
                     last = current
-                    yield _sse("progress", {"id": generation_id, "status": current[0], "progress": current[1]})
+                    yield _sse("progress", event)
                 if done is not None:
                     yield _sse("done", json.loads(done.model_dump_json()))
                     return

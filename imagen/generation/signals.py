@@ -3,11 +3,16 @@
 Streams still re-read the database on a short timeout (the fallback); in-process, a finished job reaches the client
 without waiting for the next poll. In a fleet, `RedisGenerationSignals` carries the same wake (and cancels) between
 processes through Redis pub/sub.
+
+They also carry a running job's newest live preview (imagen/inference/preview.py), which is transient: kept in
+memory (in a fleet, a Redis key that expires within a minute), replaced by the next one and dropped when the job
+ends; never written to the database or the blob store.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import logging
 import threading
@@ -21,6 +26,23 @@ class GenerationSignals:
     def __init__(self) -> None:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._waiters: defaultdict[str, set[asyncio.Event]] = defaultdict(set)
+        self._previews: dict[str, str] = {}  # generation id -> data URL of its newest preview (memory only)
+
+    # -- live previews (transient) ---------------------------------------------------------------------------------
+
+    def set_preview(self, generation_id: str, jpeg: bytes) -> None:
+        """Callable from any thread; the caller then `notify`s, so the streams send it."""
+        self._previews.pop(generation_id, None)
+        self._previews[generation_id] = "data:image/jpeg;base64," + base64.b64encode(jpeg).decode()
+        while len(self._previews) > MAX_PREVIEWS:  # bounded whatever happens to ends
+            self._previews.pop(next(iter(self._previews)), None)
+
+    def preview(self, generation_id: str) -> str | None:
+        """The newest preview of a running job as a data URL, or None. May block (Redis): call it off the loop."""
+        return self._previews.get(generation_id)
+
+    def drop_preview(self, generation_id: str) -> None:
+        self._previews.pop(generation_id, None)
 
     def bind(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
@@ -52,6 +74,9 @@ class GenerationSignals:
             await asyncio.wait_for(event.wait(), timeout)
 
 
+MAX_PREVIEWS = 64  # previews held at once (one per running job; more only if ends were missed)
+PREVIEW_KEY = "imagen:generation:preview:"  # + id: a fleet worker's newest preview, read by the web's streams
+PREVIEW_TTL_SECONDS = 60
 CHANGED_CHANNEL = "imagen:generation:changed"  # a job's row changed: streams re-read it
 CANCEL_CHANNEL = "imagen:generation:cancel"  # a cancel or delete committed: the worker running it stops
 
@@ -81,6 +106,28 @@ class RedisGenerationSignals(GenerationSignals):
     def notify(self, generation_id: str) -> None:
         super().notify(generation_id)
         self._publish(CHANGED_CHANNEL, generation_id)
+
+    def set_preview(self, generation_id: str, jpeg: bytes) -> None:
+        super().set_preview(generation_id, jpeg)
+        try:
+            self.redis.set(PREVIEW_KEY + generation_id, self._previews[generation_id], ex=PREVIEW_TTL_SECONDS)
+        except (KeyError, *self._redis_errors):  # no preview is no harm: the progress goes on
+            pass
+
+    def preview(self, generation_id: str) -> str | None:
+        local = super().preview(generation_id)
+        if local is not None:
+            return local
+        try:
+            value = self.redis.get(PREVIEW_KEY + generation_id)
+        except self._redis_errors:
+            return None
+        return _text(value) if value is not None else None
+
+    def drop_preview(self, generation_id: str) -> None:
+        super().drop_preview(generation_id)
+        with contextlib.suppress(*self._redis_errors):
+            self.redis.delete(PREVIEW_KEY + generation_id)
 
     def publish_cancel(self, generation_id: str) -> None:
         self._publish(CANCEL_CHANNEL, generation_id)

@@ -8,6 +8,7 @@ is stopped at the next step and fails.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 import time
@@ -90,18 +91,21 @@ def execute_generation(
     is_canceled: Callable[[str], bool] = lambda _id: False,
     changed: Callable[[str], None] = lambda _id: None,
     *, safety: Safety, timeout_seconds: float = 0.0, unrecorded: Unrecorded = _log_unrecorded,
-    attempt: int | None = None, ended: Callable[[str], None] = lambda _id: None,
+    attempt: int | None = None, ended: Callable[[str], None] = lambda _id: None, previews: Any = None,
 ) -> str:
     """Run a generation the worker has claimed; returns its final status. `changed` is told after each commit;
     `timeout_seconds` (0: none) stops it at the next step once it has run that long. `attempt` (a fleet worker's
     claim token) makes every write conditional on the claim still being this one ("superseded" when it is not).
-    `ended` is told once the job's final state has committed (the insights derivation is enqueued there)."""
+    `ended` is told once the job's final state has committed (the insights derivation is enqueued there).
+    `previews` (the signals) holds the job's newest live preview while it runs, when the runtime makes them."""
     status = "skipped"
     try:
         status = _Job(db, runtime, blobs, generation_id, is_canceled, changed, timeout_seconds, unrecorded,
-                      safety, attempt).run()
+                      safety, attempt, previews).run()
         return status
     finally:
+        if previews is not None:
+            previews.drop_preview(generation_id)
         changed(generation_id)
         if status in FINAL_STATUSES:
             try:
@@ -113,8 +117,9 @@ def execute_generation(
 class _Job:
     def __init__(self, db: Database, runtime: Runtime, blobs: BlobStore, generation_id: str,
                  is_canceled: Callable[[str], bool], changed: Callable[[str], None], timeout_seconds: float,
-                 unrecorded: Unrecorded, safety: Safety, attempt: int | None = None) -> None:
+                 unrecorded: Unrecorded, safety: Safety, attempt: int | None = None, previews: Any = None) -> None:
         self.db, self.runtime, self.blobs, self.id, self.safety = db, runtime, blobs, generation_id, safety
+        self.previews = previews
         self.attempt = attempt
         self.is_canceled, self.changed, self.unrecorded = is_canceled, changed, unrecorded
         self.timeout = timeout_seconds
@@ -133,7 +138,9 @@ class _Job:
         if spec is None:
             return "skipped"
         try:
-            result = self.runtime.run(spec, on_progress=self.on_progress, should_cancel=self.should_cancel)
+            previews = self.previews is not None and _makes_previews(self.runtime)
+            extra = {"on_preview": self.on_preview} if previews else {}
+            result = self.runtime.run(spec, on_progress=self.on_progress, should_cancel=self.should_cancel, **extra)
         except JobCanceled:
             if self.timed_out:
                 return self.finish("failed", f"Timed out after {self.timeout:g} s (the server's limit per job)")
@@ -176,6 +183,10 @@ class _Job:
             return
         self.changed(self.id)
 
+    def on_preview(self, jpeg: bytes) -> None:
+        self.previews.set_preview(self.id, jpeg)
+        self.changed(self.id)
+
     def should_cancel(self) -> bool:
         if self.stop or self.is_canceled(self.id):
             return True
@@ -201,6 +212,18 @@ class _Job:
         except _GaveUp:
             self.unrecorded(self.id, status, error)
         return status
+
+
+def _makes_previews(runtime: Any) -> bool:
+    """Only a runtime that makes previews is asked for them: RunPod's makes none, and a wrapped `run` (a test's or
+    an operator's) that does not take `on_preview` is called as before."""
+    if not getattr(runtime, "preview_every", 0):
+        return False
+    try:
+        parameters = inspect.signature(runtime.run).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    return any(p.name == "on_preview" or p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters)
 
 
 def _finish(db: Database, blobs: BlobStore, generation_id: str, status: str, error: str | None,

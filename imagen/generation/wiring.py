@@ -28,7 +28,7 @@ def attach_generation(services: Any, *, runtime: Runtime | None = None) -> None:
     services.executor = LocalExecutor(
         services.db, services.runtime, services.blobs, safety=services.safety, on_change=services.signals.notify,
         job_timeout_seconds=settings.job_timeout_seconds, stale_seconds=settings.job_stale_seconds,
-        on_end=_derive_insights(services))
+        on_end=_derive_insights(services), previews=services.signals)
     services.run_executor = settings.worker_autostart  # off: tests drive the executor by hand
 
 
@@ -47,6 +47,7 @@ def _runtime(services: Any, runtime: Runtime | None) -> Any:
                                  cache_bytes=settings.model_cache_bytes)
     # Uploaded models are read from this process's blob store (a runtime passed in, as in tests, is re-pointed).
     runtime.blob_path = services.blobs.local_path
+    runtime.preview_every = settings.preview_every_steps
     return runtime
 
 

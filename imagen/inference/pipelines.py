@@ -30,6 +30,7 @@ _CLASSES: dict[Family, dict[str, str]] = {
 }
 
 StepFn = Callable[[int], None]  # called with the number of denoising steps done in this stage
+LatentsFn = Callable[[int, Any], None]  # (steps done, the latents after that step): live previews
 
 
 def base_class(family: Family) -> Any:
@@ -127,8 +128,10 @@ def plan_for(spec: JobSpec) -> Plan:
 class Executor:
     """Runs one job on a LoadedModel. `on_step(done)` is called after every denoising step, across all passes."""
 
-    def __init__(self, model: LoadedModel, spec: JobSpec, device: str, on_step: StepFn) -> None:
+    def __init__(self, model: LoadedModel, spec: JobSpec, device: str, on_step: StepFn,
+                 on_latents: LatentsFn | None = None) -> None:
         self.model, self.spec, self.device, self.on_step = model, spec, device, on_step
+        self.on_latents = on_latents
         p = spec.params
         self.p = p
         self.batch = int(p.get("batch_size", 1))
@@ -207,6 +210,8 @@ class Executor:
         def step_end(_pipe: Any, step: int, _timestep: Any, callback_kwargs: dict[str, Any]) -> dict[str, Any]:
             self._done = start + step + 1
             self.on_step(self._done)
+            if self.on_latents is not None and "latents" in callback_kwargs:
+                self.on_latents(self._done, callback_kwargs["latents"])
             return callback_kwargs
 
         with torch.inference_mode():

@@ -13,6 +13,7 @@ and their LoRA adapters; the per-kind work is in `pipelines.py`, adapters in `lo
 from __future__ import annotations
 
 import io
+import logging
 import resource
 import threading
 import time
@@ -22,6 +23,7 @@ from typing import Any
 from imagen.inference.cache import PipelineCache
 from imagen.inference.checkpoints import CheckpointNotFound, CheckpointRegistry, file_sha256
 from imagen.inference.pipelines import Executor, LoadedModel, base_class, plan_for
+from imagen.inference.preview import PreviewFn, due, latents_to_preview
 from imagen.inference.spec import (
     BlobPathFn,
     CancelFn,
@@ -34,6 +36,8 @@ from imagen.inference.spec import (
     ModelRef,
     ProgressFn,
 )
+
+log = logging.getLogger(__name__)
 
 
 def quiet_libraries() -> None:
@@ -63,8 +67,10 @@ class Runtime:
         device: str | None = None,
         cache_bytes: int = 8 * 1024**3,
         blob_path: BlobPathFn | None = None,
+        preview_every: int = 0,
     ) -> None:
         quiet_libraries()
+        self.preview_every = preview_every  # steps between live previews (`on_preview`); 0: none
         self.checkpoints = CheckpointRegistry(models_dir)
         self.device = pick_device(device)
         self.cache = PipelineCache(cache_bytes)
@@ -148,6 +154,7 @@ class Runtime:
         spec: JobSpec,
         on_progress: ProgressFn | None = None,
         should_cancel: CancelFn | None = None,
+        on_preview: PreviewFn | None = None,
     ) -> JobResult:
         import torch
 
@@ -167,6 +174,13 @@ class Runtime:
             if on_progress is not None:
                 on_progress(min(done, plan.total_steps), plan.total_steps)
 
+        def on_latents(done: int, latents: Any) -> None:
+            if on_preview is not None and due(done, plan.total_steps, self.preview_every):
+                try:
+                    on_preview(latents_to_preview(latents, spec.checkpoint.family))
+                except Exception:  # a preview is a nicety: it never fails the job
+                    log.warning("preview failed", exc_info=True)
+
         with self._run_lock:
             t0 = time.perf_counter()
             model, loaded_now = self.load(spec.checkpoint)
@@ -177,7 +191,8 @@ class Runtime:
             t_loras = time.perf_counter()
             if self.device.startswith("cuda"):
                 torch.cuda.reset_peak_memory_stats()
-            images = Executor(model, spec, self.device, on_step).run()
+            images = Executor(model, spec, self.device, on_step,
+                              on_latents if on_preview is not None and self.preview_every > 0 else None).run()
             t_done = time.perf_counter()
             peak = (
                 torch.cuda.max_memory_allocated()

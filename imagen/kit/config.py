@@ -91,6 +91,9 @@ class Settings(BaseSettings):
     job_timeout_seconds: float = Field(default=900.0, ge=0, description="a running job is stopped after this; 0: none")
     job_stale_seconds: float = Field(default=60.0, gt=0, description="a running job whose worker stays silent this "
                                      "long is ended by the watchdog")
+    # --- generate page: live previews (imagen/inference/preview.py; transient, never stored) ---
+    preview_every_steps: int = Field(default=5, ge=0, le=1000, description="a live preview every N denoising "
+                                     "steps of a running job; 0: off")
     max_job_cost: int = Field(default=2048 * 2048 * 50, ge=0, description="pixels x steps x batch of one job; 0: none")
     max_queued_cost_per_user: int = Field(default=4 * 2048 * 2048 * 50, ge=0,
                                           description="total cost of one user's queued and running jobs; 0: none")

@@ -299,7 +299,18 @@
     const bar = document.getElementById("progress");
     const percent = document.getElementById("progress-text");
     const outputs = document.getElementById("outputs");
+    const previewBox = document.getElementById("live-preview");
+    const previewImg = document.getElementById("live-preview-img");
+    const batchCount = document.getElementById("batch-count");
     let current = null; // { id, source }
+    let pending = []; // the batch count's later runs, followed one after another
+    let runs = 0; // runs in this submit (batch count)
+
+    function showPreview(url) {
+      if (!previewBox) return;
+      if (url) previewImg.src = url;
+      previewBox.hidden = !url;
+    }
 
     function setProgress(value) {
       const p = Math.max(0, Math.min(1, Number(value) || 0));
@@ -310,12 +321,13 @@
     function finish() {
       if (current && current.source) current.source.close();
       current = null;
+      showPreview(null);
+      if (pending.length) { follow(pending.shift()); return; }
       cancel.hidden = true;
       submit.disabled = false;
     }
 
     function showOutputs(gen) {
-      outputs.replaceChildren();
       for (const out of gen.outputs || []) {
         const figure = document.createElement("figure");
         figure.className = "tile";
@@ -342,10 +354,13 @@
     function follow(id) {
       const source = new EventSource(`/api/v1/generations/${encodeURIComponent(id)}/events`);
       current = { id, source };
+      const run = runs > 1 ? ` (run ${runs - pending.length} of ${runs})` : "";
+      setProgress(0);
       source.addEventListener("progress", (event) => {
         const data = JSON.parse(event.data);
         setProgress(data.progress);
-        statusText.textContent = data.status === "queued" ? "Queued…" : `Status: ${data.status}`;
+        statusText.textContent = (data.status === "queued" ? "Queued…" : `Status: ${data.status}`) + run;
+        if (data.preview && data.status === "running") showPreview(data.preview); // transient, a few KB
       });
       source.addEventListener("done", (event) => {
         const gen = JSON.parse(event.data);
@@ -384,18 +399,29 @@
             return;
           }
         }
-        const r = await api("POST", "/api/v1/generations", { workflow: form.dataset.workflow, params });
-        if (!r.ok) {
-          showErrors(box, form, r.status, r.data && r.data.detail);
-          submit.disabled = false;
-          return;
+        // Batch count: N runs with consecutive seeds (each run's batch takes `batch_size` of them), or random ones.
+        const count = batchCount ? Math.max(1, Math.min(10, Math.floor(Number(batchCount.value) || 1))) : 1;
+        const perRun = Number(params.batch_size) || 1;
+        const ids = [];
+        for (let i = 0; i < count; i += 1) {
+          const runParams = { ...params };
+          if (typeof params.seed === "number" && params.seed >= 0) runParams.seed = params.seed + i * perRun;
+          const r = await api("POST", "/api/v1/generations", { workflow: form.dataset.workflow, params: runParams });
+          if (!r.ok) {
+            showErrors(box, form, r.status, r.data && r.data.detail);
+            if (!ids.length) { submit.disabled = false; return; }
+            break; // the runs already queued go ahead
+          }
+          ids.push(r.data.id);
         }
         outputs.replaceChildren();
         setProgress(0);
         statusText.textContent = "Queued…";
         cancel.hidden = false;
         cancel.disabled = false;
-        follow(r.data.id);
+        runs = ids.length;
+        pending = ids.slice(1);
+        follow(ids[0]);
       } catch (err) {
         showErrors(box, form, 0, `Could not submit: ${err}`);
         submit.disabled = false;
@@ -405,7 +431,10 @@
     cancel.addEventListener("click", async () => {
       if (!current) return;
       cancel.disabled = true;
+      const later = pending;
+      pending = []; // Cancel stops the whole batch count
       try {
+        for (const id of later) await api("POST", `/api/v1/generations/${encodeURIComponent(id)}/cancel`);
         const r = await api("POST", `/api/v1/generations/${encodeURIComponent(current.id)}/cancel`);
         if (!r.ok && r.status !== 409) showErrors(box, form, r.status, r.data && r.data.detail);
       } catch (err) {
