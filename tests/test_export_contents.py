@@ -172,7 +172,7 @@ def test_a_failed_build_says_so_and_leaves_no_file(db, blobs, monkeypatch):
         export_id = export_service.request(s, user_id=uid).id
     real = exports.write_zip
 
-    def broken(db, blobs, user_id, path):
+    def broken(db, blobs, user_id, path, settings=None):
         real(db, blobs, user_id, path)  # a ZIP half written in the staging folder
         raise OSError("disk full")
 
@@ -301,7 +301,7 @@ def test_a_build_that_loses_a_race_keeps_the_winners_file_and_an_erased_one_leav
         raced = export_service.request(s, user_id=uid).id
     real = exports.write_zip
 
-    def another_run_finishes_first(db_, blobs_, user_id, path):
+    def another_run_finishes_first(db_, blobs_, user_id, path, settings=None):
         real(db_, blobs_, user_id, path)
         blobs.put(exports.export_key(uid, raced), b"the winner's zip")
         with db.transaction() as s:
@@ -316,7 +316,7 @@ def test_a_build_that_loses_a_race_keeps_the_winners_file_and_an_erased_one_leav
         erased = Export(user_id=uid, status="pending")
         s.add(erased)
 
-    def erased_meanwhile(db_, blobs_, user_id, path):
+    def erased_meanwhile(db_, blobs_, user_id, path, settings=None):
         real(db_, blobs_, user_id, path)
         with db.transaction() as s:
             s.delete(s.get(Export, erased.id))
@@ -332,7 +332,8 @@ def test_the_zip_is_written_in_the_staging_folder_and_expires_after_a_week_by_de
         export_id = export_service.request(s, user_id=uid).id
     where = []
     real = exports.write_zip
-    monkeypatch.setattr(exports, "write_zip", lambda d, b, u, path: where.append(path.parent) or real(d, b, u, path))
+    monkeypatch.setattr(exports, "write_zip", lambda d, b, u, path, settings=None: where.append(path.parent)
+                        or real(d, b, u, path))
     before = utcnow()
     assert build_export(db, blobs, export_id) == "ready"
     assert where == [blobs.staging_dir()]
