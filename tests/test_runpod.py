@@ -140,6 +140,13 @@ def worker(tmp_path_factory: pytest.TempPathFactory, models_dir: Path, runtime: 
 
 
 @pytest.fixture(scope="module")
+def local(models_dir: Path, runtime: Runtime) -> Runtime:
+    """The local executor as a fresh worker process has it: the same models, no earlier jobs. (The session's shared
+    runtime once gave other bytes for txt2img in a parallel run, after files that vary with the distribution.)"""
+    return Runtime(models_dir, device="cpu")
+
+
+@pytest.fixture(scope="module")
 def file_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
     """Stands in for the bucket's presigned URLs: files of a folder over HTTP on 127.0.0.1."""
     root = tmp_path_factory.mktemp("bucket")
@@ -157,20 +164,21 @@ def file_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str,
 
 
 @pytest.mark.parametrize("pipeline", ["txt2img", "img2img"])
-def test_a_job_through_runpod_gives_the_same_image_as_the_local_runtime(worker, runtime, models_dir, pipeline):
+def test_a_job_through_runpod_gives_the_same_image_as_the_local_runtime(worker, runtime, local, models_dir,
+                                                                       pipeline):
     spec = spec_for(runtime, pipeline, batch_size=2)
     remote = worker.client(models_dir=models_dir).run(spec)
-    local = runtime.run(spec)
-    assert [i.png for i in remote.images] == [i.png for i in local.images]
+    here = local.run(spec)
+    assert [i.png for i in remote.images] == [i.png for i in here.images]
     assert [(i.width, i.height, i.seed) for i in remote.images] == [(64, 64, 11), (64, 64, 12)]
     assert remote.signals["executor"] == "runpod" and remote.signals["pipeline"] == pipeline
-    assert remote.signals["steps"] == local.signals["steps"]
+    assert remote.signals["steps"] == here.signals["steps"]
     log = worker.log_text()
     assert "Started." in log and SECRET_PROMPT not in log  # the worker logs jobs, never what is in them
     assert "iVBORw0KGgo" not in log  # nor their images (base64 PNG): the SDK logs outputs at DEBUG, kept off
 
 
-def test_uploaded_lora_is_downloaded_checked_and_cached_by_hash(worker, runtime, models_dir, file_server,
+def test_uploaded_lora_is_downloaded_checked_and_cached_by_hash(worker, runtime, local, models_dir, file_server,
                                                                 monkeypatch):
     base, bucket = file_server
     lora_file = build_tiny_lora("sd15", bucket / "assets-u1-lora.safetensors", seed=5)
@@ -184,10 +192,10 @@ def test_uploaded_lora_is_downloaded_checked_and_cached_by_hash(worker, runtime,
         return f"{base}/{key}"
 
     remote = worker.client(models_dir=models_dir, model_url=model_url).run(spec)
-    monkeypatch.setattr(runtime, "blob_path", lambda key: bucket / key)
-    local = runtime.run(spec)
-    without = runtime.run(spec_for(runtime))
-    assert remote.images[0].png == local.images[0].png != without.images[0].png  # the LoRA applied, identically
+    monkeypatch.setattr(local, "blob_path", lambda key: bucket / key)
+    here = local.run(spec)
+    without = local.run(spec_for(runtime))
+    assert remote.images[0].png == here.images[0].png != without.images[0].png  # the LoRA applied, identically
     assert urls == ["assets-u1-lora.safetensors"]
     cached = worker.files / f"{lora.sha256}.safetensors"
     assert cached.read_bytes() == lora_file.read_bytes()
@@ -286,7 +294,8 @@ def test_generation_through_runpod_succeeds_and_failures_are_clear(user_client, 
     assert body["status"] == "failed" and body["error"] == UNREACHABLE
 
 
-def test_imagen_executor_runpod_runs_the_apps_jobs_on_the_endpoint_with_the_local_bytes(settings, runtime, worker):
+def test_imagen_executor_runpod_runs_the_apps_jobs_on_the_endpoint_with_the_local_bytes(settings, runtime, local,
+                                                                                      worker):
     """IMAGEN_EXECUTOR=runpod: the composition root gives the app a RunPodRuntime (no local model loaded), and a job
     submitted through the API comes back from the worker with the bytes the local runtime makes for it."""
     remote = settings.model_copy(update={"executor": "runpod", "runpod_endpoint_id": "ep", "runpod_api_key": "k",
@@ -308,7 +317,7 @@ def test_imagen_executor_runpod_runs_the_apps_jobs_on_the_endpoint_with_the_loca
             gen = s.get(Generation, body["id"])
             spec = JobSpec(gen.pipeline, dict(gen.params), tiny_ref(runtime))
         served = client.get(body["outputs"][0]["url"]).content
-    assert served == runtime.run(spec).images[0].png
+    assert served == local.run(spec).images[0].png
 
 
 # ---- what the local server cannot show: a scripted endpoint speaking RunPod's API ----
