@@ -46,6 +46,20 @@ def chromium() -> Iterator[playwright_sync.Browser]:
         browser.close()
 
 
+def open_page(chromium: playwright_sync.Browser, base: str, *, downloads: bool = False,
+              ) -> tuple[playwright_sync.BrowserContext, playwright_sync.Page, list[str]]:
+    """A 1280x900 context on the live server and its page, with the page's script errors and console errors
+    (other than failed resource loads) collected in the list returned."""
+    context = chromium.new_context(base_url=base, accept_downloads=downloads, viewport={"width": 1280, "height": 900})
+    context.set_default_timeout(30_000)
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.on("console", lambda msg: errors.append(msg.text)
+            if msg.type == "error" and not msg.text.startswith("Failed to load resource") else None)
+    return context, page, errors
+
+
 @pytest.fixture
 def live(settings: Settings, runtime: Runtime) -> Iterator[tuple[FastAPI, str]]:
     """The app on a free 127.0.0.1 port, served by uvicorn in a background thread."""

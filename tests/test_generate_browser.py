@@ -9,14 +9,14 @@ from __future__ import annotations
 import base64
 import io
 import os
-import threading
 from pathlib import Path
 
 import pytest
 from PIL import Image, PngImagePlugin
 
 from tests.conftest import signup_payload
-from tests.test_browser import CHROMIUM, chromium, live, playwright_sync  # noqa: F401 (fixtures)
+from tests.test_browser import CHROMIUM, chromium, live, open_page, playwright_sync  # noqa: F401 (fixtures)
+from tests.test_generate_extras import hold_first_preview
 from tests.test_studio_browser import AXE, AXE_RUN
 
 expect = playwright_sync.expect
@@ -45,23 +45,6 @@ def png_b64(parameters: str | None = None, size: int = 64) -> str:
     return base64.b64encode(buf.getvalue()).decode()
 
 
-def hold_first_preview(app, timeout: float = 30.0) -> tuple[threading.Event, threading.Event]:
-    """The worker pauses right after its first preview until `release` (at most `timeout`): the page has time to
-    show it whatever the machine's speed."""
-    signals = app.state.services.signals
-    seen, release = threading.Event(), threading.Event()
-    original = signals.set_preview
-
-    def set_preview(generation_id: str, jpeg: bytes) -> None:
-        original(generation_id, jpeg)
-        if not seen.is_set():
-            seen.set()
-            release.wait(timeout)
-
-    signals.set_preview = set_preview
-    return seen, release
-
-
 def wait_done(page, count: int) -> list[dict]:
     items: list[dict] = []
     for _ in range(600):  # bounded: 600 looks, 0.2 s apart
@@ -83,13 +66,7 @@ def no_sideways_scroll(page) -> None:
 def test_generate_page_extras(live, chromium) -> None:  # noqa: F811
     app, base = live
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    context = chromium.new_context(base_url=base, viewport={"width": 1280, "height": 900})
-    context.set_default_timeout(30_000)
-    page = context.new_page()
-    errors: list[str] = []
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
-    page.on("console", lambda msg: errors.append(msg.text)
-            if msg.type == "error" and not msg.text.startswith("Failed to load resource") else None)
+    context, page, errors = open_page(chromium, base)
     try:
         r = page.request.post("/api/v1/auth/signup", data=signup_payload("painter@example.com"))
         assert r.status == 201, r.text()
@@ -115,7 +92,7 @@ def test_generate_page_extras(live, chromium) -> None:  # noqa: F811
 
         # Batch count 2 with a fixed seed: two jobs (both in the queue panel), consecutive seeds; the first run's
         # live preview shows in the progress panel while the worker is held on it.
-        _seen, release = hold_first_preview(app)
+        _seen, release = hold_first_preview(app, timeout=30.0)
         page.fill("#param-prompt", "a lighthouse")
         for name, value in (("steps", "12"), ("width", "64"), ("height", "64"), ("seed", "100"), ("batch_size", "1")):
             page.fill(f"#param-{name}", value)

@@ -20,7 +20,7 @@ from imagen.generation.models import Generation, Output
 from imagen.kit.db import new_id, utcnow
 from imagen.notifications.service import notification_service
 from tests.conftest import PASSWORD, signup_payload
-from tests.test_browser import CHROMIUM, chromium, live, playwright_sync  # noqa: F401 (fixtures)
+from tests.test_browser import CHROMIUM, chromium, live, open_page, playwright_sync  # noqa: F401 (fixtures)
 
 expect = playwright_sync.expect
 ARTIFACTS = Path(os.environ.get("IMAGEN_TEST_ARTIFACTS", Path(__file__).resolve().parents[1] / "test-artifacts"))
@@ -54,13 +54,7 @@ def seed_rows(app, user_id: str, count: int) -> None:
 def test_studio_journey(live, chromium) -> None:  # noqa: F811
     app, base = live
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    context = chromium.new_context(base_url=base, accept_downloads=True, viewport={"width": 1280, "height": 900})
-    context.set_default_timeout(30_000)
-    page = context.new_page()
-    errors: list[str] = []
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
-    page.on("console", lambda msg: errors.append(msg.text)
-            if msg.type == "error" and not msg.text.startswith("Failed to load resource") else None)
+    context, page, errors = open_page(chromium, base, downloads=True)
     try:
         r = page.request.post("/api/v1/auth/signup", data=signup_payload("studio@example.com"))
         assert r.status == 201, r.text()

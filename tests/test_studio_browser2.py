@@ -15,7 +15,7 @@ from PIL import Image
 from imagen.accounts.models import User
 from imagen.accounts.service import account_service
 from tests.conftest import signup_payload
-from tests.test_browser import CHROMIUM, chromium, live, playwright_sync  # noqa: F401 (fixtures)
+from tests.test_browser import CHROMIUM, chromium, live, open_page, playwright_sync  # noqa: F401 (fixtures)
 from tests.test_studio_browser import ARTIFACTS, AXE, AXE_RUN
 
 expect = playwright_sync.expect
@@ -40,13 +40,7 @@ def wait_done(page, gen_id: str, states=("succeeded", "failed", "canceled")) -> 
 def test_queue_metadata_admin_accounts_hires_and_axe(live, chromium) -> None:  # noqa: F811
     app, base = live
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    context = chromium.new_context(base_url=base, accept_downloads=True, viewport={"width": 1280, "height": 900})
-    context.set_default_timeout(30_000)
-    page = context.new_page()
-    errors: list[str] = []
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
-    page.on("console", lambda msg: errors.append(msg.text)
-            if msg.type == "error" and not msg.text.startswith("Failed to load resource") else None)
+    context, page, errors = open_page(chromium, base, downloads=True)
     try:
         # A second account first (the admin acts on it later), then the admin's own session in this browser.
         other = context.request.post("/api/v1/auth/signup", data=signup_payload("member@example.com"))
