@@ -25,18 +25,28 @@ def _fmt(value: float) -> str:
     return f"{value:g}" if value >= 0.01 or value == 0 else f"{value:.2g}"
 
 
+def _open_svg(chart_id: str, title: str, height: int) -> list[str]:
+    """The chart's <svg> element and its accessible title (the parts list the chart appends to)."""
+    return [f'<svg class="chart" id="{escape(chart_id)}" role="img" aria-labelledby="{escape(chart_id)}-title" '
+            f'viewBox="0 0 {WIDTH} {height}" width="{WIDTH}" height="{height}" xmlns="http://www.w3.org/2000/svg">',
+            f'<title id="{escape(chart_id)}-title">{escape(title)}</title>']
+
+
+def _empty(parts: list[str], height: int) -> Markup:
+    """A chart with nothing released says so."""
+    parts.append(f'<text x="{WIDTH / 2}" y="{height / 2}" text-anchor="middle" fill="#666">No group large '
+                 f'enough to show yet</text></svg>')
+    return Markup("".join(parts))
+
+
 def bar_chart(chart_id: str, title: str, groups: list[tuple[str, list[float]]], series: list[str],
               unit: str = "", stacked: bool = False) -> Markup:
     """Bars per group (one per series, or stacked), a y axis with four ticks, a legend when there are several
     series; an empty chart says so. Every label is escaped."""
     plot_w, plot_h = WIDTH - LEFT - 8, HEIGHT - TOP - BOTTOM
-    parts = [f'<svg class="chart" id="{escape(chart_id)}" role="img" aria-labelledby="{escape(chart_id)}-title" '
-             f'viewBox="0 0 {WIDTH} {HEIGHT}" width="{WIDTH}" height="{HEIGHT}" xmlns="http://www.w3.org/2000/svg">',
-             f'<title id="{escape(chart_id)}-title">{escape(title)}</title>']
+    parts = _open_svg(chart_id, title, HEIGHT)
     if not groups:
-        parts.append(f'<text x="{WIDTH / 2}" y="{HEIGHT / 2}" text-anchor="middle" fill="#666">No group large '
-                     f'enough to show yet</text></svg>')
-        return Markup("".join(parts))
+        return _empty(parts, HEIGHT)
     totals = [sum(values) if stacked else max(values, default=0) for _, values in groups]
     top = _nice_max(max(totals))
     for i in range(5):  # axis ticks
@@ -78,13 +88,9 @@ def hbar_chart(chart_id: str, title: str, items: list[tuple[str, float]], unit: 
     """Horizontal bars, one per item, labelled on the left: for categories with long names (topics, reasons)."""
     label_w, row_h, top_pad = 300, 26, 8
     height = max(60, top_pad * 2 + row_h * len(items) + 18)
-    parts = [f'<svg class="chart" id="{escape(chart_id)}" role="img" aria-labelledby="{escape(chart_id)}-title" '
-             f'viewBox="0 0 {WIDTH} {height}" width="{WIDTH}" height="{height}" xmlns="http://www.w3.org/2000/svg">',
-             f'<title id="{escape(chart_id)}-title">{escape(title)}</title>']
+    parts = _open_svg(chart_id, title, height)
     if not items:
-        parts.append(f'<text x="{WIDTH / 2}" y="{height / 2}" text-anchor="middle" fill="#666">No group large '
-                     f'enough to show yet</text></svg>')
-        return Markup("".join(parts))
+        return _empty(parts, height)
     top = _nice_max(max(value for _, value in items))
     plot_w = WIDTH - label_w - 70
     for i, (label, value) in enumerate(items):
