@@ -18,6 +18,7 @@ from imagen.kit.config import Settings
 from imagen.kit.db import utcnow
 from imagen.kit.errors import Conflict, NotFound
 from imagen.kit.tasks import JobControl, TaskQueue
+from imagen.privacy.erasure import erasure_service
 
 log = logging.getLogger(__name__)
 
@@ -50,8 +51,6 @@ class AccountAdminService:
         return user
 
     def restore(self, session: Session, *, admin: User, user_id: str, client: ClientInfo) -> User:
-        from imagen.privacy.erasure import erasure_service
-
         user = self._target(session, admin=admin, user_id=user_id, action="restore")
         erasure = erasure_service.current(session, user_id=user.id)
         if erasure is not None and erasure.status == "in_progress":
@@ -65,8 +64,6 @@ class AccountAdminService:
                tasks: TaskQueue | None = None, jobs: JobControl | None = None) -> str:
         """The erasure a user's own deletion runs, with no grace period: the account stops now and
         `privacy.erase_user` runs after the commit. Returns the erasure's id."""
-        from imagen.privacy.erasure import erasure_service
-
         user = self._target(session, admin=admin, user_id=user_id, action="delete")
         self._log(session, admin=admin, user=user, action="delete", client=client)
         erasure = erasure_service.request(session, user=user, via="admin", grace=False, settings=settings,

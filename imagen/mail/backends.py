@@ -10,6 +10,7 @@ from email.utils import formatdate
 from typing import Protocol
 
 from imagen.kit.config import Settings
+from imagen.mail.postmark import PostmarkMailer
 
 log = logging.getLogger(__name__)
 
@@ -72,8 +73,6 @@ class SmtpMailer:
 
 def make_mailer(settings: Settings) -> Mailer:
     if settings.mail_backend == "postmark":
-        from imagen.mail.postmark import PostmarkMailer
-
         return PostmarkMailer(
             server_token=settings.postmark_server_token or "", sender=settings.mail_from or settings.contact_email,
             api_base=settings.postmark_api_base, transactional_stream=settings.postmark_transactional_stream,

@@ -11,6 +11,7 @@ from __future__ import annotations
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from imagen.accounts.models import User
 from imagen.kit.db import utcnow
 from imagen.kit.scoped import get_owned, owned
 from imagen.mail.outbox import Outbox
@@ -36,8 +37,6 @@ class NotificationService:
         session.add(note)
         session.flush()
         if self._emails(outbox, kind):
-            from imagen.accounts.models import User
-
             email = session.scalar(select(User.email).where(User.id == user_id))
             if email:
                 self._email(session, outbox, user_id=user_id, email=email, kind=kind, title=title, body=body,
