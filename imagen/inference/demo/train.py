@@ -2,12 +2,19 @@
 
     python -m imagen.inference.demo.train --out DIR [--seed N] [--threads T] [--device cpu|cuda]
 
-Three stages, each seeded: (1) the VAE (SD's AutoencoderKL layout, 4 levels, so 64x64 pictures become 8x8x4 latents)
-learns to reconstruct 32x32 crops; (2) the UNet and a 2-layer CLIP text encoder (the real CLIP BPE tokenizer) learn
-noise prediction on the latents of captioned pictures, with 10% of captions dropped so classifier-free guidance works;
-(3) a rank-8 LoRA on the frozen UNet learns the same captions drawn striped. The result is a diffusers
+Three stages, each seeded: (1) the VAE (SD's AutoencoderKL layout with 3 levels, so 64x64 pictures become 16x16x4
+latents) learns to reconstruct 32x32 crops; (2) the UNet and a 2-layer CLIP text encoder (the real CLIP BPE tokenizer)
+learn v-prediction on the latents of captioned pictures, with 10% of captions dropped so classifier-free guidance
+works; (3) a rank-8 LoRA on the frozen UNet learns the same captions drawn striped. The result is a diffusers
 StableDiffusionPipeline folder (DIR/imagen-demo) and a diffusers-format LoRA file (DIR/loras/), plus training.json
-with the losses and the wall and CPU seconds of each stage.
+with the losses, the wall and CPU seconds of each stage and a quick held-out evaluation.
+
+Why v-prediction on a zero-terminal-SNR schedule (SD 2.x's objective, "Common Diffusion Noise Schedules and Sample
+Steps are Flawed", Lin et al. 2024): these pictures are mostly one flat colour, and SD 1.x's schedule leaves a little
+of that colour in the noisiest training inputs. A model trained on it learns to read the background from that leak
+instead of from the prompt, and at generation time, starting from pure noise, draws a background at random (the first
+run's background accuracy was chance). With no signal left at the last step the colour can only come from the text,
+and v-prediction makes the noisiest steps a prediction of the picture itself, where layout and colours are decided.
 
 Deterministic: python's and torch's generators are seeded, deterministic algorithms are on, the data set is a
 function of the seed. On the same torch build, CPU and thread count, a rerun gives the same weights; across machines
@@ -25,12 +32,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from imagen.inference.demo.shapes import SIZE, random_scene, render
+from imagen.inference.demo.shapes import SIZE, judge, random_scene, render
 
 DEMO_NAME = "imagen-demo"
 LORA_NAME = "imagen-demo-striped"
-DEFAULTS = {"seed": 1234, "images": 12000, "vae_steps": 900, "unet_steps": 700, "lora_steps": 200}
+DEFAULTS = {"seed": 1234, "images": 12000, "vae_steps": 2000, "unet_steps": 2200, "lora_steps": 300}
+LATENT_FACTOR = 4  # 64x64 pictures -> 16x16 latents: small shapes keep their outline
 _TEXT_DIM = 64
+_BATCH = 64
+_MIN_SNR_GAMMA = 5.0
 
 
 def build_models() -> tuple[Any, Any, Any]:
@@ -41,14 +51,16 @@ def build_models() -> tuple[Any, Any, Any]:
     from imagen.inference.clip_tokenizer import VOCAB_SIZE
 
     vae = AutoencoderKL(
-        block_out_channels=[8, 16, 32, 32], in_channels=3, out_channels=3, latent_channels=4,
-        down_block_types=["DownEncoderBlock2D"] * 4, up_block_types=["UpDecoderBlock2D"] * 4,
+        block_out_channels=[16, 32, 32], in_channels=3, out_channels=3, latent_channels=4,
+        down_block_types=["DownEncoderBlock2D"] * 3, up_block_types=["UpDecoderBlock2D"] * 3,
         norm_num_groups=2, layers_per_block=1, sample_size=SIZE, mid_block_add_attention=False,
     )
+    latent = SIZE // LATENT_FACTOR
     unet = UNet2DConditionModel(
-        sample_size=SIZE // 8, in_channels=4, out_channels=4, block_out_channels=(32, 64), layers_per_block=1,
-        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
-        cross_attention_dim=_TEXT_DIM, attention_head_dim=4, norm_num_groups=4,
+        sample_size=latent, in_channels=4, out_channels=4, block_out_channels=(32, 64, 64), layers_per_block=1,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=_TEXT_DIM, attention_head_dim=4, norm_num_groups=8,
     )
     text_encoder = CLIPTextModel(CLIPTextConfig(
         vocab_size=VOCAB_SIZE, hidden_size=_TEXT_DIM, intermediate_size=2 * _TEXT_DIM, num_hidden_layers=2,
@@ -58,11 +70,24 @@ def build_models() -> tuple[Any, Any, Any]:
     return vae, unet, text_encoder
 
 
+SCHEDULE = {"beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear", "num_train_timesteps": 1000,
+            "prediction_type": "v_prediction", "rescale_betas_zero_snr": True, "timestep_spacing": "trailing",
+            "steps_offset": 1}
+
+
 def scheduler() -> Any:
+    """What the pipeline ships with; every sampler the runtime offers is built from this config, so it keeps the
+    prediction type and the zero-SNR schedule."""
     from diffusers import EulerDiscreteScheduler
 
-    return EulerDiscreteScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
-                                  num_train_timesteps=1000, steps_offset=1)
+    return EulerDiscreteScheduler(**SCHEDULE)
+
+
+def training_alphas() -> Any:
+    """The schedule's cumulative alphas, the last one exactly 0 (pure noise)."""
+    from diffusers import DDPMScheduler
+
+    return DDPMScheduler(**SCHEDULE).alphas_cumprod.clone()
 
 
 def dataset(seed: int, count: int, style: str) -> tuple[Any, list[str]]:
@@ -113,18 +138,19 @@ class Clock:
 
 
 def train_vae(vae: Any, images: Any, steps: int, gen: Any, clock: Clock, device: str) -> None:
-    """Reconstruction (MSE + a very small KL term) on 32x32 crops at multiples of 8: the VAE is convolutional, so
-    crops teach it what whole pictures would, at a quarter of the cost."""
+    """Reconstruction (MSE + a very small KL term) on 32x32 crops at multiples of the latent factor: the VAE is
+    convolutional, so crops teach it what whole pictures would, at a quarter of the cost."""
     import torch
 
     opt = torch.optim.AdamW(vae.parameters(), lr=4e-3, weight_decay=0.0)
     with torch.no_grad():  # start with a small posterior variance, or the decoder first sees only noise
         vae.quant_conv.bias[vae.config.latent_channels:] -= 8.0
     vae.train()
+    offsets = (SIZE - 32) // LATENT_FACTOR + 1
 
     def step(i: int) -> float:
         idx = torch.randint(0, images.shape[0], (32,), generator=gen)
-        oy, ox = (int(v) * 8 for v in torch.randint(0, 5, (2,), generator=gen))
+        oy, ox = (int(v) * LATENT_FACTOR for v in torch.randint(0, offsets, (2,), generator=gen))
         x = _to_float(images[idx, :, oy:oy + 32, ox:ox + 32]).to(device)
         posterior = vae.encode(x).latent_dist
         z = posterior.mean + posterior.std * torch.randn(posterior.mean.shape, generator=gen).to(device)
@@ -159,39 +185,69 @@ def tokenize(tokenizer: Any, captions: list[str]) -> Any:
 
 def train_denoiser(unet: Any, text_encoder: Any | None, latents: Any, ids: Any, empty_ids: Any, steps: int,
                    gen: Any, clock: Clock, device: str, *, name: str, params: list[Any], lr: float,
-                   drop: float = 0.1, frozen_text: Any = None) -> None:
-    """Epsilon prediction under SD's noise schedule; `drop` of the captions replaced by the empty one."""
+                   drop: float = 0.1, frozen_text: Any = None,
+                   probe: Callable[[int], None] | None = None, probe_every: int = 0) -> None:
+    """v-prediction on the zero-terminal-SNR schedule, `drop` of the captions replaced by the empty one. Losses are
+    weighted min(SNR + 1, 5) / (SNR + 1) (min-SNR weighting for v, kept at 1 where the noise dominates), so the
+    nearly clean steps, which are easy and many, do not drown out the noisy ones that decide the layout."""
     import torch
 
-    sched = scheduler()
-    alphas = sched.alphas_cumprod.to(device)
+    alphas = training_alphas().to(device)
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
     unet.train()
 
     def step(i: int) -> float:
-        idx = torch.randint(0, latents.shape[0], (64,), generator=gen)
+        idx = torch.randint(0, latents.shape[0], (_BATCH,), generator=gen)
         x0 = latents[idx].to(device)
         tokens = ids[idx].clone()
-        dropped = torch.rand(64, generator=gen) < drop
+        dropped = torch.rand(_BATCH, generator=gen) < drop
         tokens[dropped] = empty_ids
-        t = torch.randint(0, 1000, (64,), generator=gen)
+        t = torch.randint(0, 1000, (_BATCH,), generator=gen)
         noise = torch.randn(x0.shape, generator=gen).to(device)
         a = alphas[t.to(device)].view(-1, 1, 1, 1)
         noisy = a.sqrt() * x0 + (1 - a).sqrt() * noise
+        target = a.sqrt() * noise - (1 - a).sqrt() * x0
+        snr = (a / (1 - a).clamp(min=1e-8)).view(-1)
+        weight = (snr + 1).clamp(max=_MIN_SNR_GAMMA) / (snr + 1)
         encode_text = frozen_text if text_encoder is None else (lambda ids: text_encoder(ids)[0])
         context = encode_text(tokens.to(device))
         pred = unet(noisy, t.to(device), encoder_hidden_states=context).sample
-        loss = torch.nn.functional.mse_loss(pred, noise)
+        loss = (weight * ((pred - target) ** 2).mean(dim=(1, 2, 3))).mean()
         for group in opt.param_groups:
             group["lr"] = _lr(i, steps, lr)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
+        if probe and probe_every and (i + 1) % probe_every == 0 and i + 1 < steps:
+            unet.eval()
+            probe(i + 1)  # reads the weights only: the generators and the training path are untouched
+            unet.train()
         return float(loss.detach())
 
     clock.run(name, steps, step)
     unet.eval()
+
+
+def quick_eval(pipe: Any, count: int = 96, seed: int = 4321, steps: int = 20, guidance: float = 7.0,
+               batch: int = 32) -> dict[str, float]:
+    """Held-out accuracy straight through the diffusers pipeline, batched (the benchmark goes through the runtime,
+    one prompt at a time; this is the figure training prints and records)."""
+    import torch
+
+    rng = random.Random(seed)
+    scenes = [random_scene(rng) for _ in range(count)]
+    hits = {"background": 0, "colour": 0, "shape": 0, "position": 0}
+    for start in range(0, count, batch):
+        part = scenes[start:start + batch]
+        generators = [torch.Generator().manual_seed(seed + start + i) for i in range(len(part))]
+        with torch.no_grad():
+            images = pipe([s.caption() for s in part], height=SIZE, width=SIZE, num_inference_steps=steps,
+                          guidance_scale=guidance, generator=generators).images
+        for scene, image in zip(part, images, strict=True):
+            for key, ok in judge(image).score(scene).items():
+                hits[key] += ok
+    return {key: round(100 * value / count, 1) for key, value in hits.items()}
 
 
 LORA_TARGETS = ["to_q", "to_k", "to_v", "to_out.0", "proj_in", "proj_out", "ff.net.0.proj", "ff.net.2",
@@ -201,7 +257,7 @@ LORA_TARGETS = ["to_q", "to_k", "to_v", "to_out.0", "proj_in", "proj_out", "ff.n
 def train(out: Path, *, seed: int = DEFAULTS["seed"], images: int = DEFAULTS["images"],
           vae_steps: int = DEFAULTS["vae_steps"], unet_steps: int = DEFAULTS["unet_steps"],
           lora_steps: int = DEFAULTS["lora_steps"], threads: int = 2, device: str = "cpu",
-          report: Callable[[str], None] = print) -> dict[str, Any]:
+          eval_count: int = 96, probe_every: int = 0, report: Callable[[str], None] = print) -> dict[str, Any]:
     import diffusers
     import torch
     import transformers
@@ -230,24 +286,32 @@ def train(out: Path, *, seed: int = DEFAULTS["seed"], images: int = DEFAULTS["im
     train_vae(vae, torch.cat([plain, striped]), vae_steps, gen, clock, device)
 
     raw = encode(vae, plain, device)
-    scale = float(1.0 / raw.std())
+    shift, scale = float(raw.mean()), float(1.0 / raw.std())
     vae.register_to_config(scaling_factor=scale)
+    report(f"latents: mean {shift:.3f}, scaling factor {scale:.3f}")
     latents, striped_latents = raw * scale, encode(vae, striped, device) * scale
 
     tokenizer = clip_tokenizer("clip_l")
     ids, striped_ids = tokenize(tokenizer, captions), tokenize(tokenizer, striped_captions)
     empty_ids = tokenize(tokenizer, [""])[0]
-    text_encoder.train()
-    train_denoiser(unet, text_encoder, latents, ids, empty_ids, unet_steps, gen, clock, device, name="unet",
-                   params=list(unet.parameters()) + list(text_encoder.parameters()), lr=1e-3)
-    text_encoder.eval()
-
     pipe = StableDiffusionPipeline(
         unet=unet, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, scheduler=scheduler(),
         safety_checker=None, feature_extractor=None, requires_safety_checker=False,
     )
+    pipe.set_progress_bar_config(disable=True)
+
+    def probe(step: int) -> None:
+        report(f"unet step {step}: held-out accuracy (32 prompts) {quick_eval(pipe, count=32)}")
+
+    text_encoder.train()
+    train_denoiser(unet, text_encoder, latents, ids, empty_ids, unet_steps, gen, clock, device, name="unet",
+                   params=list(unet.parameters()) + list(text_encoder.parameters()), lr=1.5e-3, probe=probe,
+                   probe_every=probe_every)
+    text_encoder.eval()
     target = out / DEMO_NAME
     pipe.save_pretrained(target, safe_serialization=True)
+    accuracy = quick_eval(pipe, count=eval_count) if eval_count else {}
+    report(f"held-out accuracy ({eval_count} prompts, guidance 7): {accuracy}")
 
     # The LoRA: the base stays frozen (the text encoder too: its embeddings are computed once per batch).
     unet.requires_grad_(False)
@@ -270,7 +334,8 @@ def train(out: Path, *, seed: int = DEFAULTS["seed"], images: int = DEFAULTS["im
     summary = {
         "seed": seed, "images": images, "threads": threads, "device": device, "latent_scaling_factor": scale,
         "torch": torch.__version__, "diffusers": diffusers.__version__, "transformers": transformers.__version__,
-        "stages": clock.stages, "wall_seconds": round(time.perf_counter() - started, 1),
+        "stages": clock.stages, "held_out_accuracy": accuracy,
+        "wall_seconds": round(time.perf_counter() - started, 1),
         "cpu_seconds": round(time.process_time() - cpu_started, 1),
     }
     (out / "training.json").write_text(json.dumps(summary, indent=2) + "\n")
@@ -286,6 +351,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--vae-steps", type=int, default=DEFAULTS["vae_steps"])
     parser.add_argument("--unet-steps", type=int, default=DEFAULTS["unet_steps"])
     parser.add_argument("--lora-steps", type=int, default=DEFAULTS["lora_steps"])
+    parser.add_argument("--eval-count", type=int, default=96, help="held-out prompts judged after training (0: none)")
+    parser.add_argument("--probe-every", type=int, default=0, help="judge 32 prompts every N UNet steps (0: never)")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     args = parser.parse_args(argv)
@@ -293,7 +360,8 @@ def main(argv: list[str] | None = None) -> None:
 
     quiet_libraries()
     train(args.out, seed=args.seed, images=args.images, vae_steps=args.vae_steps, unet_steps=args.unet_steps,
-          lora_steps=args.lora_steps, threads=args.threads, device=args.device)
+          lora_steps=args.lora_steps, threads=args.threads, device=args.device, eval_count=args.eval_count,
+          probe_every=args.probe_every)
 
 
 if __name__ == "__main__":
