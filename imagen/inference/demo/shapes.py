@@ -84,6 +84,11 @@ def draw_mask(shape: str, cx: float, cy: float, r: float, size: int = SIZE) -> A
 
 def render(scene: Scene, rng: random.Random, size: int = SIZE) -> Any:
     """The picture of a scene, with a little jitter in place and size so the model learns regions, not pixels."""
+    return render_with_mask(scene, rng, size)[0]
+
+
+def render_with_mask(scene: Scene, rng: random.Random, size: int = SIZE) -> tuple[Any, Any]:
+    """(picture, the shape's L-mode mask): training weighs the shape's pixels above the background's."""
     from PIL import Image, ImageDraw
 
     fx, fy = POSITIONS[scene.position]
@@ -97,8 +102,9 @@ def render(scene: Scene, rng: random.Random, size: int = SIZE) -> Any:
         stripe = (20, 20, 20) if scene.colour in ("white", "yellow") else (245, 245, 245)
         for k in range(-size, 2 * size, 8):
             stripes.line([(k, 0), (k + size, size)], fill=stripe, width=3)
-    image.paste(fill, (0, 0), draw_mask(scene.shape, cx, cy, r, size))
-    return image
+    mask = draw_mask(scene.shape, cx, cy, r, size)
+    image.paste(fill, (0, 0), mask)
+    return image, mask
 
 
 # -- the judge -------------------------------------------------------------------------------------------------------
