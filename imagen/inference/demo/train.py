@@ -282,7 +282,6 @@ def train(out: Path, *, seed: int = DEFAULTS["seed"], images: int = DEFAULTS["im
     import torch
     import transformers
     from diffusers import StableDiffusionPipeline
-    from diffusers.utils import convert_state_dict_to_diffusers
     from peft import LoraConfig
     from peft.utils import get_peft_model_state_dict
 
@@ -347,7 +346,9 @@ def train(out: Path, *, seed: int = DEFAULTS["seed"], images: int = DEFAULTS["im
                    gen, clock, device, name="lora", params=lora_params, lr=2e-3, frozen_text=frozen_text)
     lora_dir = out / "loras"
     lora_dir.mkdir(parents=True, exist_ok=True)
-    state = convert_state_dict_to_diffusers(get_peft_model_state_dict(unet))
+    # PEFT's own key names: diffusers' converter renames only the attention layers' keys, and a file mixing both
+    # namings loads without its attention layers (peft warns, and the style comes only from the convolutions).
+    state = get_peft_model_state_dict(unet)
     StableDiffusionPipeline.save_lora_weights(lora_dir, unet_lora_layers=state, weight_name=f"{LORA_NAME}.safetensors",
                                               safe_serialization=True)
 
