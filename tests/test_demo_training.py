@@ -29,11 +29,12 @@ TOY = {"seed": 7, "images": 96, "vae_steps": 3, "unet_steps": 3, "lora_steps": 2
 @pytest.fixture(scope="module")
 def toy_runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     first, second = tmp_path_factory.mktemp("first"), tmp_path_factory.mktemp("second")
-    # train() sets process-wide torch state (threads, deterministic algorithms): put it back for the other tests.
+    # train() sets process-wide torch state (seed, threads, deterministic algorithms): put it back for the others.
     threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
     try:
-        for out in (first, second):
-            train(out, report=lambda _line: None, **TOY)
+        with torch.random.fork_rng():
+            for out in (first, second):
+                train(out, report=lambda _line: None, **TOY)
     finally:
         torch.set_num_threads(threads)
         torch.use_deterministic_algorithms(deterministic)
