@@ -62,6 +62,10 @@ def build_models() -> tuple[Any, Any, Any]:
         down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
         up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
         cross_attention_dim=_TEXT_DIM, attention_head_dim=4, norm_num_groups=8,
+        # A global text path: the prompt, pooled, joins the timestep embedding every ResNet block receives. Without
+        # it the UNet could not learn the picture from the prompt at the noisiest step (pure noise in): trained there
+        # alone for 150 steps its error stayed at 1.0 (0.76 with the path), so layouts were left to chance.
+        addition_embed_type="text",
     )
     text_encoder = CLIPTextModel(CLIPTextConfig(
         vocab_size=VOCAB_SIZE, hidden_size=_TEXT_DIM, intermediate_size=2 * _TEXT_DIM, num_hidden_layers=2,
