@@ -8,7 +8,7 @@ import pytest
 from fastapi import FastAPI
 
 from tests.conftest import PASSWORD, signup_payload
-from tests.test_browser import chromium, live, playwright_sync  # noqa: F401  (fixtures)
+from tests.test_browser import chromium, live, open_page, playwright_sync  # noqa: F401  (fixtures)
 
 expect = playwright_sync.expect
 pytestmark = pytest.mark.skipif(not __import__("pathlib").Path("/usr/bin/chromium").exists(),
@@ -18,13 +18,7 @@ pytestmark = pytest.mark.skipif(not __import__("pathlib").Path("/usr/bin/chromiu
 def test_two_factor_email_change_and_reset_in_the_browser(live: tuple[FastAPI, str],  # noqa: F811
                                                           chromium: playwright_sync.Browser) -> None:  # noqa: F811
     _app, base = live
-    context = chromium.new_context(base_url=base)
-    context.set_default_timeout(30_000)
-    page = context.new_page()
-    js_errors: list[str] = []
-    page.on("pageerror", lambda exc: js_errors.append(str(exc)))
-    page.on("console", lambda msg: js_errors.append(msg.text)
-            if msg.type == "error" and not msg.text.startswith("Failed to load resource") else None)
+    context, page, js_errors = open_page(chromium, base, size=None)
     try:
         assert page.request.post("/api/v1/auth/signup", data=signup_payload()).status == 201
 

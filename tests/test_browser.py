@@ -47,10 +47,12 @@ def chromium() -> Iterator[playwright_sync.Browser]:
 
 
 def open_page(chromium: playwright_sync.Browser, base: str, *, downloads: bool = False,
+              size: tuple[int, int] | None = (1280, 900),
               ) -> tuple[playwright_sync.BrowserContext, playwright_sync.Page, list[str]]:
-    """A 1280x900 context on the live server and its page, with the page's script errors and console errors
-    (other than failed resource loads) collected in the list returned."""
-    context = chromium.new_context(base_url=base, accept_downloads=downloads, viewport={"width": 1280, "height": 900})
+    """A context on the live server (`size` wide and high; None: Playwright's default) and its page, with the page's
+    script errors and console errors (other than failed resource loads) collected in the list returned."""
+    viewport = {"viewport": {"width": size[0], "height": size[1]}} if size else {}
+    context = chromium.new_context(base_url=base, accept_downloads=downloads, **viewport)
     context.set_default_timeout(30_000)
     page = context.new_page()
     errors: list[str] = []
@@ -88,13 +90,7 @@ def live(settings: Settings, runtime: Runtime) -> Iterator[tuple[FastAPI, str]]:
 
 def test_browser_journey(live: tuple[FastAPI, str], chromium: playwright_sync.Browser) -> None:
     app, base = live
-    context = chromium.new_context(base_url=base, accept_downloads=True)
-    context.set_default_timeout(30_000)
-    page = context.new_page()
-    js_errors: list[str] = []
-    page.on("pageerror", lambda exc: js_errors.append(str(exc)))
-    page.on("console", lambda msg: js_errors.append(msg.text)
-            if msg.type == "error" and not msg.text.startswith("Failed to load resource") else None)
+    context, page, js_errors = open_page(chromium, base, downloads=True, size=None)
     foreign: list[str] = []
     page.on("request", lambda req: None if req.url.startswith(base + "/") else foreign.append(req.url))
 
