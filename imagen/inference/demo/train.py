@@ -32,7 +32,24 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import diffusers
+import numpy as np
+import torch
+import transformers
+from diffusers import (
+    AutoencoderKL,
+    DDPMScheduler,
+    EulerDiscreteScheduler,
+    StableDiffusionPipeline,
+    UNet2DConditionModel,
+)
+from peft import LoraConfig
+from peft.utils import get_peft_model_state_dict
+from transformers import CLIPTextConfig, CLIPTextModel
+
+from imagen.inference.clip_tokenizer import VOCAB_SIZE, clip_tokenizer
 from imagen.inference.demo.shapes import SIZE, judge, random_scene, render_with_mask
+from imagen.inference.runtime import quiet_libraries
 
 DEMO_NAME = "imagen-demo"
 LORA_NAME = "imagen-demo-striped"
@@ -46,11 +63,6 @@ FOREGROUND_WEIGHT = 3.0
 
 def build_models() -> tuple[Any, Any, Any]:
     """(vae, unet, text_encoder), freshly initialised from torch's current seed."""
-    from diffusers import AutoencoderKL, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel
-
-    from imagen.inference.clip_tokenizer import VOCAB_SIZE
-
     vae = AutoencoderKL(
         block_out_channels=[16, 32, 32], in_channels=3, out_channels=3, latent_channels=4,
         down_block_types=["DownEncoderBlock2D"] * 3, up_block_types=["UpDecoderBlock2D"] * 3,
@@ -83,24 +95,17 @@ SCHEDULE = {"beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_l
 def scheduler() -> Any:
     """What the pipeline ships with; every sampler the runtime offers is built from this config, so it keeps the
     prediction type and the zero-SNR schedule."""
-    from diffusers import EulerDiscreteScheduler
-
     return EulerDiscreteScheduler(**SCHEDULE)
 
 
 def training_alphas() -> Any:
     """The schedule's cumulative alphas, the last one exactly 0 (pure noise)."""
-    from diffusers import DDPMScheduler
-
     return DDPMScheduler(**SCHEDULE).alphas_cumprod.clone()
 
 
 def dataset(seed: int, count: int, style: str) -> tuple[Any, Any, list[str]]:
     """`count` pictures (uint8, N x 3 x 64 x 64), the shapes' masks (bool, N x 1 x 64 x 64) and the captions, a
     function of `seed` alone."""
-    import numpy as np
-    import torch
-
     rng = random.Random(f"{seed}-{style}")
     pictures = np.empty((count, SIZE, SIZE, 3), dtype=np.uint8)
     masks = np.empty((count, 1, SIZE, SIZE), dtype=bool)
@@ -117,8 +122,6 @@ def pixel_weights(masks: Any) -> Any:
     """Per-latent-pixel loss weights: 1 on the background, 1 + FOREGROUND_WEIGHT on the shape (its share of each
     latent pixel). A shape covers 5-15% of a picture; unweighted, the loss is spent on the background, and 1,100
     steps left shapes missing while the background colour was right after 200."""
-    import torch
-
     share = torch.nn.functional.avg_pool2d(masks.float(), LATENT_FACTOR)
     return 1.0 + FOREGROUND_WEIGHT * share
 
@@ -158,8 +161,6 @@ class Clock:
 def train_vae(vae: Any, images: Any, steps: int, gen: Any, clock: Clock, device: str) -> None:
     """Reconstruction (MSE + a very small KL term) on 32x32 crops at multiples of the latent factor: the VAE is
     convolutional, so crops teach it what whole pictures would, at a quarter of the cost."""
-    import torch
-
     opt = torch.optim.AdamW(vae.parameters(), lr=4e-3, weight_decay=0.0)
     with torch.no_grad():  # start with a small posterior variance, or the decoder first sees only noise
         vae.quant_conv.bias[vae.config.latent_channels:] -= 8.0
@@ -188,8 +189,6 @@ def train_vae(vae: Any, images: Any, steps: int, gen: Any, clock: Clock, device:
 
 def encode(vae: Any, images: Any, device: str) -> Any:
     """Posterior means of every picture (unscaled)."""
-    import torch
-
     out = []
     with torch.no_grad():
         for start in range(0, images.shape[0], 256):
@@ -209,8 +208,6 @@ def train_denoiser(unet: Any, text_encoder: Any | None, latents: Any, weights: A
     """v-prediction on the zero-terminal-SNR schedule, `drop` of the captions replaced by the empty one. Losses are
     weighted min(SNR + 1, 5) / (SNR + 1) (min-SNR weighting for v, kept at 1 where the noise dominates), so the
     nearly clean steps, which are easy and many, do not drown out the noisy ones that decide the layout."""
-    import torch
-
     alphas = training_alphas().to(device)
     groups = [{"params": params, "peak": lr}]
     if text_encoder is not None:  # the text encoder learns from nothing too, and faster than the UNet can use it
@@ -257,8 +254,6 @@ def quick_eval(pipe: Any, count: int = 96, seed: int = 4321, steps: int = 20, gu
                batch: int = 32) -> dict[str, float]:
     """Held-out accuracy straight through the diffusers pipeline, batched (the benchmark goes through the runtime,
     one prompt at a time; this is the figure training prints and records)."""
-    import torch
-
     rng = random.Random(seed)
     scenes = [random_scene(rng) for _ in range(count)]
     hits = {"background": 0, "colour": 0, "shape": 0, "position": 0}
@@ -282,15 +277,6 @@ def train(out: Path, *, seed: int = DEFAULTS["seed"], images: int = DEFAULTS["im
           vae_steps: int = DEFAULTS["vae_steps"], unet_steps: int = DEFAULTS["unet_steps"],
           lora_steps: int = DEFAULTS["lora_steps"], threads: int = 2, device: str = "cpu",
           eval_count: int = 96, probe_every: int = 0, report: Callable[[str], None] = print) -> dict[str, Any]:
-    import diffusers
-    import torch
-    import transformers
-    from diffusers import StableDiffusionPipeline
-    from peft import LoraConfig
-    from peft.utils import get_peft_model_state_dict
-
-    from imagen.inference.clip_tokenizer import clip_tokenizer
-
     torch.set_num_threads(threads)
     torch.use_deterministic_algorithms(True)
     torch.manual_seed(seed)
@@ -381,8 +367,6 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     args = parser.parse_args(argv)
-    from imagen.inference.runtime import quiet_libraries
-
     quiet_libraries()
     train(args.out, seed=args.seed, images=args.images, vae_steps=args.vae_steps, unet_steps=args.unet_steps,
           lora_steps=args.lora_steps, threads=args.threads, device=args.device, eval_count=args.eval_count,
