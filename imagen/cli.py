@@ -105,7 +105,10 @@ def first_run_lines(settings: Settings) -> list[str]:
     lines = [f"  data folder: {escape(str(settings.data_dir.resolve()))}  (IMAGEN_DATA_DIR; the CLI finds it the same "
              "way: run commands from this folder or set the variable)",
              f"  database: {escape(settings.resolved_database_url.split('@')[-1])}",
-             f"  device: {escape(describe_device(settings))}"]
+             f"  device: {escape(describe_device(settings))}",
+             "  model: imagen-demo, a small built-in model that draws one coloured shape on a plain background at "
+             "64x64 (\"a large red star in the top left on a blue background\"); add real SD 1.5/SDXL "
+             "checkpoints on /models or with `imagen models add`"]
     from imagen.accounts.models import User
     from imagen.kit.db import Database
 
@@ -197,7 +200,15 @@ def create_user(
             detail = exc.detail if isinstance(exc.detail, str) else exc.detail[0]["msg"]
             console.print(f"[red]{detail}[/]")
             raise typer.Exit(1) from None
+        with db.transaction() as session:
+            first_admin = admin and account_service.first_admin(session).id == user.id
     console.print(f"[green]Created {user.role} {user.email}[/] (id {user.id})")
+    from imagen.inference.demo import LORA_FILE
+
+    if first_admin and LORA_FILE.is_file():  # the built-in demo LoRA, published so every user can try a LoRA
+        from imagen.assets.cli import add_demo_lora
+
+        add_demo_lora(owner=user.email)
 
 
 @admin_app.command("set-role")
@@ -231,8 +242,9 @@ def generate(
     output: Annotated[Path, typer.Option("-o", "--output", help="PNG file to write")] = Path("out.png"),
     steps: Annotated[int, typer.Option(min=1, max=150)] = 20,
     seed: Annotated[int | None, typer.Option(min=0, max=2**32 - 1, help="Default: a random seed (printed)")] = None,
-    size: Annotated[str, typer.Option(help="WIDTHxHEIGHT, multiples of 8")] = "512x512",
-    checkpoint: Annotated[str, typer.Option()] = "imagen-tiny",
+    size: Annotated[str | None, typer.Option(
+        help="WIDTHxHEIGHT, multiples of 8. Default: the txt2img workflow's (the demo model's native size)")] = None,
+    checkpoint: Annotated[str | None, typer.Option(help="Default: the txt2img workflow's (imagen-demo)")] = None,
     guidance: Annotated[float, typer.Option(min=0.0, max=30.0)] = 7.0,
     negative_prompt: Annotated[str, typer.Option()] = "",
 ) -> None:
@@ -244,6 +256,9 @@ def generate(
     from imagen.inference.spec import JobSpec, ModelRef
     from imagen.workflows.library import ValidationError, library
 
+    defaults = {p.name: p.default for p in library.get("txt2img").parameters}
+    size = size or f"{defaults['width']}x{defaults['height']}"
+    checkpoint = checkpoint or defaults["checkpoint"]
     try:
         width, height = (int(v) for v in size.lower().split("x"))
     except ValueError:

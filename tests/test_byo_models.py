@@ -78,7 +78,7 @@ def test_uploaded_checkpoint_and_lora_weight_zero_is_the_base_image(user_client,
     # The record names every model file by content hash, so the image can be made again.
     assert {(m["role"], m["sha256"]) for m in full["models"]} == {
         ("checkpoint", ckpt["sha256"]), ("lora", lora["sha256"])}
-    assert full["checkpoint_sha256"] == ckpt["sha256"] and full["workflow_version"] == 2
+    assert full["checkpoint_sha256"] == ckpt["sha256"] and full["workflow_version"] == 3
     assert all("blob_key" not in m for m in full["models"])
 
 

@@ -116,6 +116,7 @@ def test_serve_prints_the_data_folder_the_device_and_how_to_make_the_first_admin
     lines = "\n".join(first_run_lines(get_settings()))
     assert str((cli_env / "data").resolve()) in lines and "IMAGEN_DATA_DIR" in lines
     assert "device: cpu" in lines and "imagen admin create-user" in lines
+    assert "model: imagen-demo" in lines and "SD 1.5/SDXL" in lines
     assert runner.invoke(app, ["admin", "create-user", "op@example.com", "--admin", "--password",
                                "Sturdy-passphrase-42"]).exit_code == 0
     assert "create-user" not in "\n".join(first_run_lines(get_settings()))  # an admin exists: no hint

@@ -30,7 +30,7 @@ def test_generation_succeeds_and_stamps_what_made_it(user_client, runtime):
     assert r.status_code == 202 and r.json()["status"] == "queued"
     body = wait_for(user_client, r.json()["id"])
     assert body["status"] == "succeeded" and body["progress"] == 1.0 and body["error"] is None
-    assert body["workflow"] == "txt2img" and body["workflow_version"] == 2 and body["pipeline"] == "txt2img"
+    assert body["workflow"] == "txt2img" and body["workflow_version"] == 3 and body["pipeline"] == "txt2img"
     assert body["checkpoint_sha256"] == runtime.checkpoints.get("imagen-tiny").sha256
     assert body["consent_model_improvement"] is False
     assert [o["seed"] for o in body["outputs"]] == [42, 43]

@@ -57,11 +57,12 @@ def make_admin(client: TestClient, email: str = "root@example.com") -> TestClien
 
 # ---- definitions ----
 
-def test_every_builtin_version_loads_and_the_latest_are_version_2():
+def test_every_builtin_version_loads_and_the_latest_are_version_3():
     assert {(w.name, w.version) for w in library.all()} == {
-        ("txt2img", 1), ("img2img", 1), ("txt2img", 2), ("img2img", 2), ("inpaint", 2), ("hires_fix", 2)}
+        ("txt2img", 1), ("img2img", 1), ("txt2img", 2), ("img2img", 2), ("inpaint", 2), ("hires_fix", 2),
+        ("txt2img", 3), ("img2img", 3), ("inpaint", 3), ("hires_fix", 3)}
     for wf in library.list():
-        assert wf.version == 2 and wf.pipeline == wf.name and wf.families == ["sd15", "sdxl"]
+        assert wf.version == 3 and wf.pipeline == wf.name and wf.families == ["sd15", "sdxl"]
         assert sorted(p.name for p in wf.parameters) == sorted(COMMON + EXTRA[wf.name])
         images = {name: "aGk=" for name in ("init_image", "mask_image") if name in EXTRA[wf.name]}
         assert wf.validate_params({"prompt": "x", **images})["prompt"] == "x"
@@ -69,12 +70,19 @@ def test_every_builtin_version_loads_and_the_latest_are_version_2():
     assert v1.families == ["sd15"] and v1.parameter("loras").max_length == 0
     with pytest.raises(ValidationError):  # version 1 takes no LoRAs, as it never did
         v1.validate_params({"prompt": "x", "loras": [{"id": "a", "weight": 1}]})
+    for wf in library.list():  # version 3 moved to the demo model and its native size; version 2 kept what it had
+        v2 = {p.name: p.default for p in library.get(wf.name, 2).parameters}
+        v3 = {p.name: p.default for p in wf.parameters}
+        assert (v2["checkpoint"], v2["width"], v2["height"]) == ("imagen-tiny", 512, 512)
+        assert (v3["checkpoint"], v3["width"], v3["height"]) == ("imagen-demo", 64, 64)
+        assert {k: v for k, v in v2.items() if k not in ("checkpoint", "width", "height")} == {
+            k: v for k, v in v3.items() if k not in ("checkpoint", "width", "height")}
 
 
 def test_defaults_fill_and_hires_fix_has_its_own_bounds():
     clean = library.get("txt2img").validate_params({"prompt": "a (red:1.3) fox", "loras": [{"id": "abc"}]})
     assert clean["loras"] == [{"id": "abc", "weight": 1.0}] and clean["scheduler"] == "euler"
-    assert clean["checkpoint"] == "imagen-tiny" and clean["steps"] == 20 and clean["seed"] == -1
+    assert clean["checkpoint"] == "imagen-demo" and clean["steps"] == 20 and clean["seed"] == -1
     hires = library.get("hires_fix")
     assert {p.name: p.default for p in hires.parameters if p.name.startswith("hires_")} == {
         "hires_scale": 1.5, "hires_steps": 10, "hires_strength": 0.5}
@@ -181,12 +189,12 @@ def test_builtins_are_listed_with_their_schema(user_client):
     by_name = {w["name"]: w for w in r.json()}
     assert set(by_name) == BUILTINS
     for name, wf in by_name.items():
-        assert (wf["version"], wf["pipeline"], wf["families"]) == (2, name, ["sd15", "sdxl"])
+        assert (wf["version"], wf["pipeline"], wf["families"]) == (3, name, ["sd15", "sdxl"])
         params = {p["name"]: p for p in wf["parameters"]}
         assert params["loras"]["type"] == "loras" and params["loras"]["default"] == []
         assert params["loras"]["max_length"] == 8
         assert params["scheduler"]["choices"] == list(SCHEDULERS)
-        assert params["checkpoint"]["default"] == "imagen-tiny"
+        assert params["checkpoint"]["default"] == "imagen-demo"
         assert "(word:1.3)" in params["prompt"]["description"]
         for image in ("init_image", "mask_image"):
             if image in EXTRA[name]:

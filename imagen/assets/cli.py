@@ -117,6 +117,19 @@ def add(
                   f"{', public' if asset.public else ''})", highlight=False)
 
 
+@models_app.command("add-demo-lora")
+def add_demo_lora(
+    owner: Annotated[str | None, typer.Option(help="Email of the owning account; default: the first admin")] = None,
+) -> None:
+    """Publish the built-in demo LoRA (imagen-demo-striped: the demo model's shapes drawn striped) for every user.
+    The first admin account gets it published when it is created; this adds it again after a removal."""
+    from imagen.inference.demo import LORA_FILE
+
+    if not LORA_FILE.is_file():
+        raise _fail(f"The demo LoRA is missing from {LORA_FILE.parent}; reinstall imagen")
+    add(LORA_FILE, owner=owner, kind="lora", public=True, ignore_quota=True)
+
+
 @models_app.command("list")
 def list_models(
     owner: Annotated[str | None, typer.Option(help="Only this account's models (built-ins are left out)")] = None,

@@ -21,6 +21,7 @@ from imagen.consent.web import page_context as consent_page_context
 from imagen.generation.endpoints import GalleryFilterDep, gallery_item
 from imagen.generation.gallery import gallery_service
 from imagen.generation.resolve import FAMILY_LABELS
+from imagen.inference.demo import DEMO_NAME, DEMO_SIZE
 from imagen.kit.db import utcnow
 from imagen.kit.http import SessionDep, SettingsDep
 from imagen.privacy.minors import minor_report_service
@@ -133,16 +134,19 @@ def generate_page(request: Request, principal: OptionalPrincipalDep, session: Se
         for p in selected.parameters
     ]
     models = asset_service.list_models(session, user=user)
-    checkpoints = [{"value": c.name, "label": f"{c.name} (built-in, {FAMILY_LABELS[c.family]})", "family": c.family}
+    # "sizes" picks the size-preset group: the family's, except the demo model's own native size.
+    checkpoints = [{"value": c.name, "label": f"{c.name} (built-in, {FAMILY_LABELS[c.family]})", "family": c.family,
+                    "sizes": "demo" if c.name == DEMO_NAME else c.family}
                    for c in request.app.state.services.runtime.checkpoints.list() if c.family in selected.families]
     checkpoints += [{"value": a.id, "label": f"{a.filename} [{a.short_hash}] ({FAMILY_LABELS[a.family]})",
-                     "family": a.family} for a in models if a.kind == "checkpoint" and a.family in selected.families]
+                     "family": a.family, "sizes": a.family}
+                    for a in models if a.kind == "checkpoint" and a.family in selected.families]
     loras = [{"value": a.id, "label": f"{a.filename} [{a.short_hash}] ({FAMILY_LABELS[a.family]})",
               "family": a.family} for a in models if a.kind == "lora"]
     references = asset_service.list(session, user=user, kind="reference_image")
     return render(request, "generate.html", principal, workflows=workflows, workflow=selected,
                   parameters=parameters, checkpoints=checkpoints, loras=loras, references=references,
-                  presets=presets, preset=chosen)
+                  presets=presets, preset=chosen, demo_name=DEMO_NAME, demo_size=DEMO_SIZE)
 
 
 @router.get("/models")

@@ -21,9 +21,10 @@
     const checkpoint = form.querySelector('[data-param][data-type="checkpoint"]');
     const width = form.querySelector('[data-param][name="width"]');
     const height = form.querySelector('[data-param][name="height"]');
-    function family() {
+    const demoNote = document.getElementById("demo-model-note");
+    function family() {  // the preset group: the family's, or the demo model's own ("demo")
       const option = checkpoint && checkpoint.selectedOptions[0];
-      return (option && option.dataset.family) || "sd15";
+      return (option && (option.dataset.sizes || option.dataset.family)) || "sd15";
     }
     function mark() {
       for (const button of box.querySelectorAll(".aspect-preset")) {
@@ -33,6 +34,7 @@
     }
     function show() {
       for (const group of box.querySelectorAll(".aspect-group")) group.hidden = group.dataset.family !== family();
+      if (demoNote) demoNote.hidden = !checkpoint || checkpoint.value !== demoNote.dataset.checkpoint;
       mark();
     }
     box.addEventListener("click", (event) => {
