@@ -176,7 +176,8 @@ def user_client(client: TestClient) -> TestClient:
     return client
 
 
-TINY = {"steps": 2, "width": 64, "height": 64, "seed": 42}
+# The random-weight tiny model, fast; the workflows default to imagen-demo, which tests/test_demo_model.py exercises.
+TINY = {"steps": 2, "width": 64, "height": 64, "seed": 42, "checkpoint": "imagen-tiny"}
 
 
 def wait_for(client: TestClient, gen_id: str, statuses: tuple[str, ...] = ("succeeded", "failed", "canceled"),
