@@ -54,7 +54,7 @@ from imagen.inference.runtime import quiet_libraries
 
 DEMO_NAME = "imagen-demo"
 LORA_NAME = "imagen-demo-striped"
-DEFAULTS = {"seed": 1234, "images": 12000, "vae_steps": 1500, "unet_steps": 4800, "lora_steps": 400}
+DEFAULTS = {"seed": 1234, "images": 12000, "vae_steps": 2500, "unet_steps": 9000, "lora_steps": 400}
 LATENT_FACTOR = 4  # 64x64 pictures -> 16x16 latents: small shapes keep their outline
 _TEXT_DIM = 64
 # The prompt's token window. The demo's captions are at most 14 tokens with BOS and EOS; in SD's 77-token window each
