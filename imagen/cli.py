@@ -245,7 +245,7 @@ def generate(
     size: Annotated[str | None, typer.Option(
         help="WIDTHxHEIGHT, multiples of 8. Default: the txt2img workflow's (the demo model's native size)")] = None,
     checkpoint: Annotated[str | None, typer.Option(help="Default: the txt2img workflow's (imagen-demo)")] = None,
-    guidance: Annotated[float, typer.Option(min=0.0, max=30.0)] = 7.0,
+    guidance: Annotated[float | None, typer.Option(min=0.0, max=30.0, help="Default: the txt2img workflow's")] = None,
     negative_prompt: Annotated[str, typer.Option()] = "",
 ) -> None:
     """Generate one image with the runtime directly (no server, no database)."""
@@ -259,6 +259,7 @@ def generate(
     defaults = {p.name: p.default for p in library.get("txt2img").parameters}
     size = size or f"{defaults['width']}x{defaults['height']}"
     checkpoint = checkpoint or defaults["checkpoint"]
+    guidance = defaults["guidance"] if guidance is None else guidance
     try:
         width, height = (int(v) for v in size.lower().split("x"))
     except ValueError:
