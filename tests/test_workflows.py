@@ -70,13 +70,13 @@ def test_every_builtin_version_loads_and_the_latest_are_version_3():
     assert v1.families == ["sd15"] and v1.parameter("loras").max_length == 0
     with pytest.raises(ValidationError):  # version 1 takes no LoRAs, as it never did
         v1.validate_params({"prompt": "x", "loras": [{"id": "a", "weight": 1}]})
-    for wf in library.list():  # version 3 moved to the demo model and its native size; version 2 kept what it had
+    moved = ("checkpoint", "width", "height", "guidance")
+    for wf in library.list():  # version 3 moved to the demo model, its native size and guidance 5; v2 kept its own
         v2 = {p.name: p.default for p in library.get(wf.name, 2).parameters}
         v3 = {p.name: p.default for p in wf.parameters}
-        assert (v2["checkpoint"], v2["width"], v2["height"]) == ("imagen-tiny", 512, 512)
-        assert (v3["checkpoint"], v3["width"], v3["height"]) == ("imagen-demo", 64, 64)
-        assert {k: v for k, v in v2.items() if k not in ("checkpoint", "width", "height")} == {
-            k: v for k, v in v3.items() if k not in ("checkpoint", "width", "height")}
+        assert tuple(v2[k] for k in moved) == ("imagen-tiny", 512, 512, 7.0)
+        assert tuple(v3[k] for k in moved) == ("imagen-demo", 64, 64, 5.0)
+        assert {k: v for k, v in v2.items() if k not in moved} == {k: v for k, v in v3.items() if k not in moved}
 
 
 def test_defaults_fill_and_hires_fix_has_its_own_bounds():
@@ -213,38 +213,38 @@ def test_workflows_need_a_login(client):
 
 def test_admin_publishes_a_new_version_and_old_ones_still_resolve(client, new_client):
     admin = make_admin(client)
-    v3 = definition(version=3, title="Text to image (30 steps)")
-    param(v3, "steps")["default"] = 30
-    r = admin.post("/api/v1/workflows", json=v3)
+    v4 = definition(version=4, title="Text to image (30 steps)")
+    param(v4, "steps")["default"] = 30
+    r = admin.post("/api/v1/workflows", json=v4)
     assert r.status_code == 201, r.text
-    assert r.json()["version"] == 3
+    assert r.json()["version"] == 4
 
     user = new_client()
     signup(user, "bob@example.com")
     listed = {w["name"]: w for w in user.get("/api/v1/workflows").json()}
-    assert listed["txt2img"]["version"] == 3 and listed["txt2img"]["title"] == "Text to image (30 steps)"
-    assert listed["img2img"]["version"] == 2
-    assert user.get("/api/v1/workflows/txt2img").json()["version"] == 3
-    v2 = user.get("/api/v1/workflows/txt2img/versions/2").json()
-    assert v2["version"] == 2 and param(v2, "steps")["default"] == 20
-    assert param(user.get("/api/v1/workflows/txt2img/versions/3").json(), "steps")["default"] == 30
+    assert listed["txt2img"]["version"] == 4 and listed["txt2img"]["title"] == "Text to image (30 steps)"
+    assert listed["img2img"]["version"] == 3
+    assert user.get("/api/v1/workflows/txt2img").json()["version"] == 4
+    v3 = user.get("/api/v1/workflows/txt2img/versions/3").json()
+    assert v3["version"] == 3 and param(v3, "steps")["default"] == 20
+    assert param(user.get("/api/v1/workflows/txt2img/versions/4").json(), "steps")["default"] == 30
 
-    for version in (3, 2):
+    for version in (4, 3):
         again = admin.post("/api/v1/workflows", json=definition(version=version))
-        assert again.status_code == 409 and "already at version 3" in again.json()["detail"]
-    assert admin.post("/api/v1/workflows", json=definition("img2img", version=2)).status_code == 409
+        assert again.status_code == 409 and "already at version 4" in again.json()["detail"]
+    assert admin.post("/api/v1/workflows", json=definition("img2img", version=3)).status_code == 409
 
     portrait = admin.post("/api/v1/workflows", json=definition("hires_fix", name="portrait", version=1))
     assert portrait.status_code == 201
     assert {w["name"]: w["pipeline"] for w in user.get("/api/v1/workflows").json()}["portrait"] == "hires_fix"
 
     assert user.post("/api/v1/workflows", json=definition(version=9)).status_code == 403
-    assert user.get("/api/v1/workflows/txt2img").json()["version"] == 3
+    assert user.get("/api/v1/workflows/txt2img").json()["version"] == 4
 
 
 def test_publishing_an_invalid_definition_lists_each_problem(client):
     admin = make_admin(client)
-    bad = definition(version=3, pipeline="img2img")
+    bad = definition(version=4, pipeline="img2img")
     param(bad, "steps")["maximum"] = 10
     r = admin.post("/api/v1/workflows", json=bad)
     assert r.status_code == 422
@@ -252,7 +252,7 @@ def test_publishing_an_invalid_definition_lists_each_problem(client):
     steps = next(i for i, p in enumerate(bad["parameters"]) if p["name"] == "steps")
     assert ("body", "parameters", steps, "default") in locs
     assert locs.count(("body", "parameters")) == 2  # init_image and strength are missing
-    assert admin.get("/api/v1/workflows/txt2img").json()["version"] == 2  # nothing was stored
+    assert admin.get("/api/v1/workflows/txt2img").json()["version"] == 3  # nothing was stored
 
 
 # ---- presets ----
@@ -332,7 +332,7 @@ def test_cli_list_show_validate_publish(cli_env):
     listed = runner.invoke(cli_app, ["workflows", "list"])
     assert listed.exit_code == 0, listed.output
     rows = [line for line in listed.output.splitlines() if any(f" {n} " in line for n in BUILTINS)]
-    assert len(rows) == 4 and all(" 2 " in r and "builtin" in r and "sd15, sdxl" in r for r in rows)
+    assert len(rows) == 4 and all(" 3 " in r and "builtin" in r and "sd15, sdxl" in r for r in rows)
 
     shown = runner.invoke(cli_app, ["workflows", "show", "hires_fix"])
     assert shown.exit_code == 0, shown.output
@@ -343,9 +343,9 @@ def test_cli_list_show_validate_publish(cli_env):
     assert missing.exit_code == 1 and "no version 7" in missing.output
 
     good = cli_env / "good.json"
-    good.write_text(json.dumps(definition(version=3)))
+    good.write_text(json.dumps(definition(version=4)))
     ok = runner.invoke(cli_app, ["workflows", "validate", str(good)])
-    assert ok.exit_code == 0 and "valid: txt2img v3 (txt2img)" in ok.output
+    assert ok.exit_code == 0 and "valid: txt2img v4 (txt2img)" in ok.output
 
     bad_def = definition(pipeline="inpaint")
     param(bad_def, "guidance")["default"] = 99
@@ -362,12 +362,12 @@ def test_cli_list_show_validate_publish(cli_env):
     assert runner.invoke(cli_app, ["workflows", "validate", str(broken)]).exit_code == 1
 
     published = runner.invoke(cli_app, ["workflows", "publish", str(good)])
-    assert published.exit_code == 0 and "published: txt2img v3" in published.output
+    assert published.exit_code == 0 and "published: txt2img v4" in published.output
     again = runner.invoke(cli_app, ["workflows", "publish", str(good)])
-    assert again.exit_code == 1 and "already at version 3" in again.output
+    assert again.exit_code == 1 and "already at version 4" in again.output
     assert runner.invoke(cli_app, ["workflows", "publish", str(bad)]).exit_code == 1
     listed = runner.invoke(cli_app, ["workflows", "list"]).output
     txt = next(line for line in listed.splitlines() if " txt2img " in line)
-    assert " 3 " in txt and "published" in txt
+    assert " 4 " in txt and "published" in txt
     assert json.loads(runner.invoke(cli_app, ["workflows", "show", "txt2img", "--version", "2"]).output)[
         "version"] == 2
