@@ -1,6 +1,6 @@
-"""`imagen-demo`: a small SD 1.x-architecture model trained by `train.py` on procedurally drawn shapes, to be shipped in
-the package (weights/imagen-demo/, a diffusers folder) with its striped-style LoRA (weights/loras/). Not shipped yet:
-see MODEL_CARD.md for where training stands. Until then `shipped()` is False and nothing registers it.
+"""`imagen-demo`: a small SD 1.x-architecture model trained by `train.py` on procedurally drawn shapes, shipped in the
+package (weights/imagen-demo/, a diffusers folder) with its striped-style LoRA (weights/loras/); the default checkpoint
+of the workflows. MODEL_CARD.md has its data, training, figures, limits and hashes.
 
 `install_demo` copies the shipped folder into <models>/checkpoints/imagen-demo on first use, the way `imagen-tiny` is
 built there, so it is found, hashed and loaded like any operator-installed diffusers folder.
