@@ -72,10 +72,21 @@ def test_generate_page_extras(live, chromium) -> None:  # noqa: F811
         assert r.status == 201, r.text()
         page.goto("/generate?workflow=txt2img")
 
-        # Size presets: the SD 1.x group for the tiny checkpoint, the SDXL group for the XL one; a click sets both.
+        # Size presets follow the checkpoint: the demo model (the default) shows its native size and the note on what
+        # it draws; the SD 1.x group for the tiny checkpoint, the SDXL group for the XL one; a click sets both.
+        demo = page.locator('.aspect-group[data-family="demo"]')
         sd15 = page.locator('.aspect-group[data-family="sd15"]')
         sdxl = page.locator('.aspect-group[data-family="sdxl"]')
+        note = page.locator("#demo-model-note")
+        expect(demo).to_be_visible()
+        expect(note).to_be_visible()
+        expect(sd15).to_be_hidden()
+        expect(page.locator("#param-width")).to_have_value("64")
+        expect(demo.locator('[data-width="64"][data-height="64"]')).to_have_attribute("aria-pressed", "true")
+        page.select_option("#param-checkpoint", "imagen-tiny")
         expect(sd15).to_be_visible()
+        expect(demo).to_be_hidden()
+        expect(note).to_be_hidden()
         expect(sdxl).to_be_hidden()
         sd15.locator('[data-width="768"][data-height="512"]').click()
         expect(page.locator("#param-width")).to_have_value("768")
