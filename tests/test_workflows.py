@@ -70,12 +70,12 @@ def test_every_builtin_version_loads_and_the_latest_are_version_3():
     assert v1.families == ["sd15"] and v1.parameter("loras").max_length == 0
     with pytest.raises(ValidationError):  # version 1 takes no LoRAs, as it never did
         v1.validate_params({"prompt": "x", "loras": [{"id": "a", "weight": 1}]})
-    moved = ("checkpoint", "width", "height", "guidance")
-    for wf in library.list():  # version 3 moved to the demo model, its native size and guidance 5; v2 kept its own
+    moved = ("checkpoint", "width", "height")
+    for wf in library.list():  # version 3 moved to the demo model and its native size; version 2 kept its own
         v2 = {p.name: p.default for p in library.get(wf.name, 2).parameters}
         v3 = {p.name: p.default for p in wf.parameters}
-        assert tuple(v2[k] for k in moved) == ("imagen-tiny", 512, 512, 7.0)
-        assert tuple(v3[k] for k in moved) == ("imagen-demo", 64, 64, 5.0)
+        assert tuple(v2[k] for k in moved) == ("imagen-tiny", 512, 512)
+        assert tuple(v3[k] for k in moved) == ("imagen-demo", 64, 64)
         assert {k: v for k, v in v2.items() if k not in moved} == {k: v for k, v in v3.items() if k not in moved}
 
 
