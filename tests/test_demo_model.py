@@ -52,18 +52,18 @@ def test_the_demo_model_is_built_in_and_small(demo):
     assert weights and sum(p.stat().st_size for p in weights) <= 25 * 1024**2
 
 
-def test_guidance_raises_adherence_up_to_a_point(demo):
-    """Guidance 3 draws the asked shape more often than no guidance (1); at 7 this model over-guides (holes and colour
-    fringes) and does worse than at 3. Shape kind is the field guidance can move: at guidance 1 the background, colour
-    and position are already right (the benchmark: 100% each over 200 prompts)."""
+def test_higher_guidance_draws_the_asked_shape_more_often(demo):
+    """Guidance 7 draws the asked shape kind more often than no guidance (1). Kind is the field guidance can move: at
+    guidance 1 the background, colour and position are already right (the benchmark: 100% each over 200 prompts).
+    Without the runtime's unguided low-noise steps for zero-SNR checkpoints, 7 did worse than 1 (30 against 33)."""
     rng = random.Random(777)  # the benchmark's first 40 prompts and seeds (benchmarks/demo_eval.py)
     scenes = [random_scene(rng) for _ in range(40)]
     kinds = {}
-    for guidance in (1.0, 3.0, 7.0):
+    for guidance in (1.0, 7.0):
         kinds[guidance] = sum(
             judge(run(demo, s.caption(), guidance=guidance, steps=20, seed=1000 + i)).shape == s.shape
             for i, s in enumerate(scenes))
-    assert kinds[3.0] > kinds[1.0] and kinds[3.0] > kinds[7.0], kinds  # 38 > 33 and 38 > 30 when written
+    assert kinds[7.0] > kinds[1.0], kinds  # 37 against 33 when written
 
 
 def test_inpainting_paints_a_green_triangle_into_the_masked_region(demo):
