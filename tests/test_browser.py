@@ -135,7 +135,8 @@ def test_browser_journey(live: tuple[FastAPI, str], chromium: playwright_sync.Br
 
         # (3) The form built from txt2img's parameters; progress over SSE; the image appears.
         expect(page.locator("#workflow")).to_have_value("txt2img")
-        expect(page.locator("#param-checkpoint")).to_have_value("imagen-tiny")
+        expect(page.locator("#param-checkpoint")).to_have_value("imagen-demo")  # the built-in default
+        expect(page.locator("#demo-model-note")).to_be_visible()
         expect(page.locator("#param-width")).to_have_attribute("step", "8")
         page.fill("#param-prompt", "a lighthouse on a cliff at dusk")
         # The API's 422 list is shown field by field (browser-side checks switched off to reach the API).
