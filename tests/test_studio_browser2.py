@@ -141,8 +141,8 @@ def test_queue_metadata_admin_accounts_hires_and_axe(live, chromium) -> None:  #
         row.locator('button[data-action="restore"]').click()
         expect(row.locator(".state")).to_have_text("active")
         page.once("dialog", answer(True))
-        row.locator('button[data-action="delete"]').click()
-        page.wait_for_load_state()
+        with page.expect_navigation():  # the page reloads itself once the API call returns; wait for that reload
+            row.locator('button[data-action="delete"]').click()
         assert "cannot be undone" in dialogs[-1]
         for _ in range(150):  # bounded: the erasure runs in the background right after the request
             with app.state.services.db.transaction() as s:
