@@ -222,9 +222,9 @@ class Executor:
         first_guidance, offset = guidance, 0
         if limited:  # img2img and inpaint start (1 - strength) into the schedule, as diffusers' get_timesteps does
             pipe.scheduler.set_timesteps(num_inference_steps)
-            ran = min(int(num_inference_steps * float(kwargs.get("strength", 1.0))), num_inference_steps)
-            offset = max(num_inference_steps - ran, 0) * pipe.scheduler.order
-            first_guidance = guidance_at(min(offset, len(pipe.scheduler.timesteps) - 1))
+            ran = strength_steps(num_inference_steps, float(kwargs.get("strength", 1.0)))[1]
+            offset = (num_inference_steps - ran) * pipe.scheduler.order
+            first_guidance = guidance_at(offset)
 
         def step_end(_pipe: Any, step: int, _timestep: Any, callback_kwargs: dict[str, Any]) -> dict[str, Any]:
             if limited and offset + step + 1 < len(_pipe.scheduler.timesteps):  # the next step's guidance
