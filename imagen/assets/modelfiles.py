@@ -358,6 +358,19 @@ def _detect_lora(header: SafetensorsHeader) -> ModelFamily | None:
     elif context_dim == 1024:
         sd2.append("1024-wide cross-attention")
 
+    # The base model the file declares (Kohya's sd-scripts write it; so does imagen-demo's trainer) settles files
+    # whose key names mislead, e.g. a LoRA for a small UNet with attention in other blocks than SD 1.x's.
+    declared = header.metadata.get("ss_base_model_version", "")
+    if declared.startswith("sd_v2"):
+        sd2.append(f"declared base model {declared}")
+    elif declared.startswith(("sd_v1", "sdxl")) and not sd2:
+        said = "sdxl" if declared.startswith("sdxl") else "sd15"
+        widths = {"sd15": "768-wide cross-attention", "sdxl": "2048-wide cross-attention"}
+        clash = widths["sdxl" if said == "sd15" else "sd15"]
+        if clash in sd15 + sdxl:
+            raise ModelFileRejected(f"This LoRA declares base model {declared} but has {clash}.")
+        reason = [f"declared base model {declared}"]
+        sd15, sdxl = (reason, []) if said == "sd15" else ([], reason)
     if sd2:
         raise _refuse(f"a LoRA for Stable Diffusion 2.x ({sd2[0]})")
     if sd15 and sdxl:

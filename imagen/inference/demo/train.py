@@ -46,6 +46,7 @@ from diffusers import (
 )
 from peft import LoraConfig
 from peft.utils import get_peft_model_state_dict
+from safetensors.torch import load_file, save_file
 from transformers import CLIPTextConfig, CLIPTextModel
 
 from imagen.inference.clip_tokenizer import VOCAB_SIZE, clip_tokenizer
@@ -363,6 +364,7 @@ def train(out: Path, *, seed: int = DEFAULTS["seed"], images: int = DEFAULTS["im
     state = get_peft_model_state_dict(unet)
     StableDiffusionPipeline.save_lora_weights(lora_dir, unet_lora_layers=state, weight_name=f"{LORA_NAME}.safetensors",
                                               safe_serialization=True)
+    declare_base_model(lora_dir / f"{LORA_NAME}.safetensors")
 
     summary = {
         "seed": seed, "images": images, "threads": threads, "device": device, "latent_scaling_factor": scale,
@@ -374,6 +376,13 @@ def train(out: Path, *, seed: int = DEFAULTS["seed"], images: int = DEFAULTS["im
     (out / "training.json").write_text(json.dumps(summary, indent=2) + "\n")
     report(f"done: {summary['wall_seconds']} s wall, {summary['cpu_seconds']} s cpu -> {out}")
     return summary
+
+
+def declare_base_model(lora_file: Path) -> None:
+    """Write Kohya's base-model key into the LoRA's metadata: its key names alone read as SDXL (this UNet has
+    attention in up_blocks 0, like SDXL's and unlike SD 1.x's), and uploads are matched to checkpoints by family."""
+    tensors = load_file(lora_file)
+    save_file(tensors, lora_file, metadata={"format": "pt", "ss_base_model_version": "sd_v1"})
 
 
 def main(argv: list[str] | None = None) -> None:
