@@ -119,10 +119,11 @@ def test_the_first_admin_publishes_the_demo_lora_for_everyone(cli_env):
                                "Sturdy-passphrase-42"]).exit_code == 0  # only the first admin publishes it
 
     def uploaded() -> list[tuple]:
-        listed = json.loads(runner.invoke(app, ["models", "list", "--json"]).output)
-        return [(e["file"], e["kind"], e["public"], e["owner"], e["sha256"]) for e in listed if not e["builtin"]]
+        listed = json.loads(runner.invoke(app, ["models", "list", "--json"]).stdout)  # stderr: library warnings
+        return [(e["file"], e["kind"], e["family"], e["public"], e["owner"], e["sha256"])
+                for e in listed if not e["builtin"]]
 
-    published = [(LORA_FILE.name, "lora", True, "op@example.com", file_sha256(LORA_FILE))]
+    published = [(LORA_FILE.name, "lora", "sd15", True, "op@example.com", file_sha256(LORA_FILE))]
     assert uploaded() == published
     again = runner.invoke(app, ["models", "add-demo-lora"])  # the same file: recognised, not added twice
     assert again.exit_code == 0 and "Already there" in again.output
